@@ -1,0 +1,142 @@
+"""Causal linear attention in three schedules of one computation (lesson 03).
+
+    S_t = S_{t-1} + k_t v_t^T          (D, E) matrix state
+    z_t = z_{t-1} + k_t                (D,)   normalizer state
+    o_t = S_t^T q_t / (z_t . q_t + eps)       (normalize=True)
+    o_t = S_t^T q_t                            (normalize=False)
+
+Eqs. (16)-(20) of Katharopoulos et al. 2020, "Transformers are RNNs". q and k are already
+feature-mapped (phi(q), phi(k); see `lintutor.featuremaps`), so the forms only schedule the sums:
+
+- `_recurrent`: the definition, token by token. O(T*D*E) time, O(D*E) memory.
+- `_parallel`:  (q k^T masked to s <= t) v, a T x T matrix. O(T^2*(D+E)) time and O(T^2) memory.
+- `_chunked`:   chunks of C tokens; inside a chunk the masked matmul, across chunks the state.
+                O(T*C*(D+E) + T*D*E) time, O(C^2 + D*E) memory. This is what GPU kernels run.
+
+State convention, the same in every form: with normalize=False the state is the tensor S
+(B, H, D, E); with normalize=True it is the tuple (S, z) with z (B, H, D). All forms take
+`initial_state` and return `(o, final_state)` when `output_final_state=True`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lintutor._validate import check_positive, check_shapes
+
+
+def _initial(q, v, normalize: bool, initial_state):
+    """Validated float state (S, z) to start from; z is None when normalize=False."""
+    B, H, _, D = q.shape
+    E = v.shape[-1]
+    if initial_state is None:
+        S = q.new_zeros(B, H, D, E)
+        z = q.new_zeros(B, H, D) if normalize else None
+        return S, z
+    if normalize:
+        if not (isinstance(initial_state, (tuple, list)) and len(initial_state) == 2):
+            raise TypeError(
+                "initial_state: with normalize=True the state is the tuple (S, z) with "
+                f"S (B, H, D, E) and z (B, H, D), got {type(initial_state).__name__}"
+            )
+        S, z = initial_state
+        check_shapes(q=(q, "B H T D"), v=(v, "B H T E"), S=(S, "B H D E"), z=(z, "B H D"))
+        return S, z
+    if not isinstance(initial_state, torch.Tensor):
+        raise TypeError(
+            "initial_state: with normalize=False the state is the tensor S (B, H, D, E), "
+            f"got {type(initial_state).__name__}"
+        )
+    check_shapes(q=(q, "B H T D"), v=(v, "B H T E"), initial_state=(initial_state, "B H D E"))
+    return initial_state, None
+
+
+def _finish(o, S, z, normalize: bool, output_final_state: bool):
+    if not output_final_state:
+        return o
+    return o, ((S, z) if normalize else S)
+
+
+def causal_linear_attention_recurrent(
+    q, k, v, normalize=True, initial_state=None, output_final_state=False, eps=1e-6
+):
+    """The definition as an RNN: one state update per token. O(T*D*E) time, O(D*E) memory."""
+    check_shapes(q=(q, "B H T D"), k=(k, "B H T D"), v=(v, "B H T E"))
+    S, z = _initial(q, v, normalize, initial_state)
+    outs = []
+    for t in range(q.shape[2]):
+        q_t, k_t, v_t = q[:, :, t], k[:, :, t], v[:, :, t]  # (B, H, D), (B, H, D), (B, H, E)
+        S = S + k_t.unsqueeze(-1) * v_t.unsqueeze(-2)  # (B, H, D, E): S += k_t v_t^T
+        o_t = torch.einsum("bhd,bhde->bhe", q_t, S)  # (B, H, E)
+        if normalize:
+            z = z + k_t  # (B, H, D)
+            o_t = o_t / ((q_t * z).sum(-1, keepdim=True) + eps)
+        outs.append(o_t)
+    o = torch.stack(outs, dim=2) if outs else v.new_zeros(v.shape)  # (B, H, T, E)
+    return _finish(o, S, z, normalize, output_final_state)
+
+
+def causal_linear_attention_parallel(
+    q, k, v, normalize=True, initial_state=None, output_final_state=False, eps=1e-6
+):
+    """Masked T x T form: o = tril(q k^T) v (+ q S_0). O(T^2*(D+E)) time, O(T^2) memory."""
+    check_shapes(q=(q, "B H T D"), k=(k, "B H T D"), v=(v, "B H T E"))
+    S0, z0 = _initial(q, v, normalize, initial_state)
+    T = q.shape[2]
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()  # (T, T), s <= t
+    scores = (q @ k.transpose(-1, -2)).masked_fill(~mask, 0.0)  # (B, H, T, T)
+    o = scores @ v + q @ S0  # (B, H, T, E)
+    S = S0 + k.transpose(-1, -2) @ v  # (B, H, D, E)
+    z = None
+    if normalize:
+        den = scores.sum(-1) + (q * z0.unsqueeze(2)).sum(-1)  # (B, H, T)
+        o = o / (den.unsqueeze(-1) + eps)
+        z = z0 + k.sum(2)  # (B, H, D)
+    return _finish(o, S, z, normalize, output_final_state)
+
+
+def causal_linear_attention_chunked(
+    q, k, v, normalize=True, initial_state=None, output_final_state=False, eps=1e-6,
+    chunk_size=64,
+):  # fmt: skip
+    """Chunks of C tokens: masked matmul inside, state across. O(T*C*(D+E) + T*D*E) time.
+
+    Any T works; the last chunk is simply shorter. Same arguments as the other forms plus
+    chunk_size.
+    """
+    check_shapes(q=(q, "B H T D"), k=(k, "B H T D"), v=(v, "B H T E"))
+    check_positive("chunk_size", chunk_size)
+    S, z = _initial(q, v, normalize, initial_state)
+    T = q.shape[2]
+    full_mask = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=q.device).tril()
+    outs = []
+    for start in range(0, T, chunk_size):
+        end = min(start + chunk_size, T)
+        q_c, k_c, v_c = q[:, :, start:end], k[:, :, start:end], v[:, :, start:end]  # (B,H,C,*)
+        mask = full_mask[: end - start, : end - start]  # (C, C)
+        scores = (q_c @ k_c.transpose(-1, -2)).masked_fill(~mask, 0.0)  # (B, H, C, C)
+        o_c = scores @ v_c + q_c @ S  # intra-chunk + inter-chunk (state of earlier chunks)
+        if normalize:
+            den = scores.sum(-1) + (q_c * z.unsqueeze(2)).sum(-1)  # (B, H, C)
+            o_c = o_c / (den.unsqueeze(-1) + eps)
+            z = z + k_c.sum(2)  # (B, H, D)
+        S = S + k_c.transpose(-1, -2) @ v_c  # (B, H, D, E)
+        outs.append(o_c)
+    o = torch.cat(outs, dim=2) if outs else v.new_zeros(v.shape)  # (B, H, T, E)
+    return _finish(o, S, z, normalize, output_final_state)
+
+
+def causal_linear_attention_step(q_t, k_t, v_t, state, normalize=True, eps=1e-6):
+    """One decode step from `state`: returns (o_t (B, H, E), new state). O(D*E) per token.
+
+    q_t, k_t (B, H, D) and v_t (B, H, E) are the new token; state is S or (S, z) as above.
+    """
+    check_shapes(q_t=(q_t, "B H D"), k_t=(k_t, "B H D"), v_t=(v_t, "B H E"))
+    S, z = _initial(q_t.unsqueeze(2), v_t.unsqueeze(2), normalize, state)
+    S = S + k_t.unsqueeze(-1) * v_t.unsqueeze(-2)  # (B, H, D, E)
+    o_t = torch.einsum("bhd,bhde->bhe", q_t, S)  # (B, H, E)
+    if normalize:
+        z = z + k_t
+        o_t = o_t / ((q_t * z).sum(-1, keepdim=True) + eps)
+        return o_t, (S, z)
+    return o_t, S

@@ -1,0 +1,269 @@
+"""Lesson 01 exercises: one query, full attention with a causal mask, multi-head attention."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lintutor import softmax as ref
+from lintutor.exercises.core import Exercise, Wrong
+
+
+def _randint(g, lo, hi):
+    return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+
+def _normal(g, *shape):
+    return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+
+# --- 01.1 attention for one query ------------------------------------------------------------
+
+
+def _one_inputs(s, g):
+    return {"q": _normal(g, s["D"]), "k": _normal(g, s["S"], s["D"]), "v": _normal(g, s["S"], s["E"])}
+
+
+def _one_no_scale(q, k, v):
+    return torch.softmax(k @ q, dim=-1) @ v
+
+
+def _one_scale_by_d(q, k, v):
+    return torch.softmax(k @ q / q.shape[-1], dim=-1) @ v
+
+
+def _one_no_softmax(q, k, v):
+    return (k @ q / math.sqrt(q.shape[-1])) @ v
+
+
+def _one_sum_normalized(q, k, v):
+    s = k @ q / math.sqrt(q.shape[-1])
+    return (s / s.sum()) @ v
+
+
+def _one_hard(q, k, v):
+    return v[torch.argmax(k @ q)]
+
+
+EX_01_1 = Exercise(
+    id="01.1",
+    lesson="01",
+    title="attention for one query",
+    name="attention_one_query",
+    reference=ref.attention_one_query,
+    make_inputs=_one_inputs,
+    named_sizes=[
+        ("one key", {"S": 1, "D": 4, "E": 4}),
+        ("odd length", {"S": 7, "D": 8, "E": 8}),
+        ("D != E", {"S": 5, "D": 6, "E": 3}),
+    ],
+    random_sizes=lambda g: {"S": _randint(g, 2, 40), "D": _randint(g, 2, 16), "E": _randint(g, 1, 16)},
+    hints=(
+        "Scores first: one number per key, how well the key matches q.",
+        "scores = k @ q / sqrt(D) has shape (S,); softmax turns them into weights that sum to 1; "
+        "the output is the weighted sum of the rows of v.",
+        "weights = torch.softmax(k @ q / math.sqrt(q.shape[-1]), dim=-1); return weights @ v",
+    ),
+    wrong=[
+        Wrong(_one_no_scale, "this is what you get without the 1/sqrt(D) scale"),
+        Wrong(_one_scale_by_d, "the scores are divided by D; the scale is 1/sqrt(D)"),
+        Wrong(_one_no_softmax, "the scores are used as weights without a softmax"),
+        Wrong(_one_sum_normalized, "the scores are divided by their sum instead of a softmax"),
+        Wrong(_one_hard, "this is hard attention (argmax); softmax gives a weighted average"),
+    ],
+)
+
+
+# --- 01.2 full attention with an optional causal mask -----------------------------------------
+
+
+def _full_inputs(s, g):
+    B, H, T, D, E = s["B"], s["H"], s["T"], s["D"], s["E"]
+    return {
+        "q": _normal(g, B, H, T, D),
+        "k": _normal(g, B, H, T, D),
+        "v": _normal(g, B, H, T, E),
+        "causal": s["causal"],
+    }
+
+
+def _scores(q, k):
+    return q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+
+
+def _full_no_scale(q, k, v, causal=False):
+    s = q @ k.transpose(-1, -2)
+    if causal:
+        s = s.masked_fill(~ref.causal_mask(q.shape[-2]), float("-inf"))
+    return torch.softmax(s, dim=-1) @ v
+
+
+def _full_wrong_dim(q, k, v, causal=False):
+    s = _scores(q, k)
+    if causal:
+        s = s.masked_fill(~ref.causal_mask(q.shape[-2]), float("-inf"))
+    return torch.nan_to_num(torch.softmax(s, dim=-2)) @ v
+
+
+def _full_future(q, k, v, causal=False):
+    s = _scores(q, k)
+    if causal:
+        future = torch.ones(q.shape[-2], q.shape[-2], dtype=torch.bool).triu()
+        s = s.masked_fill(~future, float("-inf"))
+    return torch.softmax(s, dim=-1) @ v
+
+
+def _full_no_diagonal(q, k, v, causal=False):
+    s = _scores(q, k)
+    if causal:
+        s = s.masked_fill(~ref.causal_mask(q.shape[-2]).tril(-1), float("-inf"))
+    return torch.softmax(s, dim=-1) @ v
+
+
+def _full_zero_mask(q, k, v, causal=False):
+    s = _scores(q, k)
+    if causal:
+        s = s * ref.causal_mask(q.shape[-2])
+    return torch.softmax(s, dim=-1) @ v
+
+
+def _full_ignores_causal(q, k, v, causal=False):
+    return torch.softmax(_scores(q, k), dim=-1) @ v
+
+
+EX_01_2 = Exercise(
+    id="01.2",
+    lesson="01",
+    title="softmax attention with a causal mask",
+    name="softmax_attention",
+    reference=ref.softmax_attention,
+    make_inputs=_full_inputs,
+    named_sizes=[
+        ("T=1", {"B": 1, "H": 1, "T": 1, "D": 4, "E": 4, "causal": True}),
+        ("odd T, causal", {"B": 1, "H": 1, "T": 7, "D": 8, "E": 8, "causal": True}),
+        ("B, H > 1", {"B": 2, "H": 3, "T": 5, "D": 4, "E": 4, "causal": False}),
+        ("D != E, causal", {"B": 2, "H": 2, "T": 6, "D": 5, "E": 3, "causal": True}),
+    ],
+    random_sizes=lambda g: {
+        "B": _randint(g, 1, 3),
+        "H": _randint(g, 1, 4),
+        "T": _randint(g, 2, 33),
+        "D": _randint(g, 2, 16),
+        "E": _randint(g, 1, 16),
+        "causal": bool(_randint(g, 0, 1)),
+    },
+    time_dim=-2,
+    hints=(
+        "All queries at once: one (T, T) matrix of scores per batch and head.",
+        "scores = q @ k.transpose(-1, -2) / sqrt(D); for causal, fill the entries above the "
+        "diagonal (key after query) with -inf before the softmax over the last dimension.",
+        "mask = torch.ones(T, T, dtype=torch.bool).tril(); "
+        "scores = scores.masked_fill(~mask, float('-inf')); "
+        "return torch.softmax(scores, dim=-1) @ v",
+    ),
+    wrong=[
+        Wrong(_full_no_scale, "this is what you get without the 1/sqrt(D) scale"),
+        Wrong(_full_wrong_dim, "the softmax runs over queries (dim=-2); it must run over keys"),
+        Wrong(_full_future, "the mask is flipped: each token sees the future and not the past"),
+        Wrong(_full_no_diagonal, "the mask hides the diagonal: a token must see itself (tril, not tril(-1))"),
+        Wrong(_full_zero_mask, "masked scores are set to 0, not -inf: exp(0)=1 still leaks the future"),
+        Wrong(_full_ignores_causal, "the causal flag is ignored: no mask is applied"),
+    ],
+)
+
+
+# --- 01.3 multi-head self-attention ----------------------------------------------------------
+
+
+def _mha_inputs(s, g):
+    C = s["H"] * s["D"]
+    w = lambda: _normal(g, C, C) / math.sqrt(C)  # noqa: E731
+    return {
+        "x": _normal(g, s["B"], s["T"], C),
+        "w_q": w(),
+        "w_k": w(),
+        "w_v": w(),
+        "w_o": w(),
+        "n_heads": s["H"],
+        "causal": s["causal"],
+    }
+
+
+def _mha_parts(x, w_q, w_k, w_v, n_heads):
+    B, T, C = x.shape
+    split = lambda y: y.view(B, T, n_heads, C // n_heads).transpose(1, 2)  # noqa: E731
+    return split(x @ w_q), split(x @ w_k), split(x @ w_v)
+
+
+def _mha_no_out_proj(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
+    q, k, v = _mha_parts(x, w_q, w_k, w_v, n_heads)
+    return ref.merge_heads(ref.softmax_attention(q, k, v, causal))
+
+
+def _mha_split_no_transpose(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
+    B, T, C = x.shape
+    split = lambda y: y.reshape(B, n_heads, T, C // n_heads)  # noqa: E731
+    out = ref.softmax_attention(split(x @ w_q), split(x @ w_k), split(x @ w_v), causal)
+    return out.reshape(B, T, C) @ w_o
+
+
+def _mha_merge_no_transpose(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
+    q, k, v = _mha_parts(x, w_q, w_k, w_v, n_heads)
+    out = ref.softmax_attention(q, k, v, causal)
+    return out.reshape(x.shape) @ w_o
+
+
+def _mha_scale_by_c(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
+    q, k, v = _mha_parts(x, w_q, w_k, w_v, n_heads)
+    q = q * math.sqrt(q.shape[-1]) / math.sqrt(x.shape[-1])
+    return ref.merge_heads(ref.softmax_attention(q, k, v, causal)) @ w_o
+
+
+def _mha_one_head(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
+    q, k, v = _mha_parts(x, w_q, w_k, w_v, 1)
+    return ref.merge_heads(ref.softmax_attention(q, k, v, causal)) @ w_o
+
+
+EX_01_3 = Exercise(
+    id="01.3",
+    lesson="01",
+    title="multi-head self-attention",
+    name="multihead_attention",
+    reference=ref.multihead_attention,
+    make_inputs=_mha_inputs,
+    named_sizes=[
+        ("T=1", {"B": 1, "H": 2, "T": 1, "D": 3, "causal": True}),
+        ("one head", {"B": 1, "H": 1, "T": 5, "D": 4, "causal": False}),
+        ("odd T, causal", {"B": 2, "H": 3, "T": 7, "D": 4, "causal": True}),
+        ("B, H > 1", {"B": 3, "H": 4, "T": 6, "D": 2, "causal": False}),
+    ],
+    random_sizes=lambda g: {
+        "B": _randint(g, 1, 3),
+        "H": _randint(g, 2, 4),
+        "T": _randint(g, 2, 20),
+        "D": _randint(g, 2, 8),
+        "causal": bool(_randint(g, 0, 1)),
+    },
+    time_dim=-2,
+    hints=(
+        "Project, split into heads, attend per head, merge, project again.",
+        "q = x @ w_q has shape (B, T, C); view it as (B, T, H, D) and transpose to (B, H, T, D). "
+        "After attention, transpose back before reshaping to (B, T, C), then apply w_o.",
+        "q = (x @ w_q).view(B, T, n_heads, D).transpose(1, 2)  # same for k, v; "
+        "out = softmax_attention(q, k, v, causal).transpose(1, 2).reshape(B, T, C); "
+        "return out @ w_o",
+    ),
+    wrong=[
+        Wrong(_mha_no_out_proj, "the output projection w_o is missing"),
+        Wrong(_mha_split_no_transpose, "heads were split with a reshape to (B, H, T, D) "
+              "without the transpose: tokens and channels get mixed"),
+        Wrong(_mha_merge_no_transpose, "heads were merged with a reshape without transposing "
+              "(B, H, T, D) back to (B, T, H, D) first"),
+        Wrong(_mha_scale_by_c, "scores are scaled by 1/sqrt(C) of the whole model; each head "
+              "uses 1/sqrt(D) of its own size"),
+        Wrong(_mha_one_head, "this is single-head attention: n_heads is ignored"),
+    ],
+)
+
+EXERCISES = [EX_01_1, EX_01_2, EX_01_3]

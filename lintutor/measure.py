@@ -1,0 +1,55 @@
+"""Measuring cost on this machine: median wall time and peak memory of a call.
+
+Peak memory on CPU comes from torch's profiler (allocations and frees in time order), on GPU from
+`torch.cuda.max_memory_allocated`. Both count only tensors torch allocates during the call.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+
+def time_call(fn, *args, repeats: int = 5, warmup: int = 1, **kwargs) -> float:
+    """Median seconds of `fn(*args, **kwargs)` over `repeats` runs after `warmup` runs."""
+    cuda = torch.cuda.is_available() and any(
+        isinstance(a, torch.Tensor) and a.is_cuda for a in args
+    )
+    for _ in range(warmup):
+        fn(*args, **kwargs)
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(*args, **kwargs)
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_memory(fn, *args, **kwargs) -> int:
+    """Peak bytes torch allocated during one call of `fn` (inputs already allocated excluded)."""
+    cuda_args = [a for a in args if isinstance(a, torch.Tensor) and a.is_cuda]
+    if cuda_args:
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn(*args, **kwargs)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn(*args, **kwargs)
+        del out
+    events = [e for e in prof.events() if e.self_cpu_memory_usage != 0]
+    events.sort(key=lambda e: e.time_range.start)
+    current = peak = 0
+    for e in events:
+        current += e.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak

@@ -1,0 +1,87 @@
+"""Notebook plumbing: the Colab set-up cell, finding exercise cells, the solved version of a
+lesson, and `setup_notebook()` that every lesson calls once.
+
+Convention (tests/test_notebooks.py enforces it): cell 1 is `COLAB_SETUP`; cell 2, tagged
+`imports`, imports what the lesson needs; an exercise is a code cell tagged `exercise:ID` that
+defines one function, followed by a cell that calls `check("ID", function)`.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import os
+
+REPO_URL = "https://github.com/lintutor/lintutor"
+
+COLAB_SETUP = f'''# Set-up. Locally this does nothing. On Colab it installs lintutor without its dependencies,
+# so Colab's own torch, numpy and widgets stay as they are (einops is added if missing).
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("lintutor") is None:
+    if "google.colab" not in sys.modules:
+        raise ModuleNotFoundError("lintutor is not installed: see README.md (pip install -e .)")
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "--no-deps", "git+{REPO_URL}"], check=True)
+    if importlib.util.find_spec("einops") is None:
+        subprocess.run([*pip, "einops"], check=True)'''
+
+EXERCISE_TAG = "exercise:"
+
+
+def setup_notebook(seed: int = 0, threads: int | None = None) -> None:
+    """Once per lesson: plotly renderer for this front end, a fixed seed, sane CPU threads."""
+    import torch
+
+    from lintutor.plots import use_renderer
+
+    use_renderer()
+    torch.manual_seed(seed)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def exercise_cells(nb) -> list[tuple[str, int]]:
+    """[(exercise id, cell index)] for every cell tagged `exercise:ID`."""
+    out = []
+    for i, cell in enumerate(nb.cells):
+        for tag in cell.get("metadata", {}).get("tags", []):
+            if tag.startswith(EXERCISE_TAG):
+                out.append((tag[len(EXERCISE_TAG) :], i))
+    return out
+
+
+def solved(nb):
+    """A copy of the notebook with every exercise cell replaced by the reference solution."""
+    from lintutor.exercises import get, solution
+
+    nb = copy.deepcopy(nb)
+    for ex_id, i in exercise_cells(nb):
+        nb.cells[i].source = solution(ex_id, get(ex_id).name)
+    return nb
+
+
+def lesson_dirs() -> list[str]:
+    """Where lessons may be: ./notebooks, the repository next to the package, the installed copy."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return [
+        os.path.join(os.getcwd(), "notebooks"),
+        os.path.join(os.path.dirname(here), "notebooks"),
+        os.path.join(here, "_notebooks"),
+    ]
+
+
+def find_lesson(name: str) -> str:
+    """A notebook path from a path, a lesson number ("01") or a name ("01_softmax_attention")."""
+    if os.path.isfile(name):
+        return name
+    key = name.removesuffix(".ipynb")
+    for d in lesson_dirs():
+        hits = sorted(glob.glob(os.path.join(d, f"{key}*.ipynb")))
+        if key.isdigit():
+            hits = sorted(glob.glob(os.path.join(d, f"{int(key):02d}_*.ipynb")))
+        if hits:
+            return hits[0]
+    raise FileNotFoundError(f"no lesson notebook matches {name!r} (looked in {lesson_dirs()})")

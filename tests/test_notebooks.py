@@ -1,0 +1,89 @@
+"""The notebook contract: every lesson runs top to bottom in two modes.
+
+unsolved: as committed; every check reports "not attempted" and later cells still run.
+solved:   each exercise cell replaced by the reference solution; every check passes.
+Both modes log each check through $LINTUTOR_CHECK_LOG, so a check that never ran is caught too.
+"""
+
+import glob
+import json
+import os
+import time
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from lintutor.notebook import COLAB_SETUP, exercise_cells, solved
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
+TIMINGS = os.path.join(ROOT, ".pytest_cache", "notebook_times.jsonl")
+
+
+def _ids(paths):
+    return [os.path.basename(p).removesuffix(".ipynb") for p in paths]
+
+
+def test_there_are_lessons():
+    assert len(NOTEBOOKS) >= 2, "notebooks/ should hold the lessons"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_layout(path):
+    nb = nbformat.read(path, as_version=4)
+    name = os.path.basename(path)
+    assert name[:2].isdigit() and name[2] == "_", f"{name}: lessons are named NN_name.ipynb"
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"{name}: cell {i} has outputs"
+    assert nb.cells[0].source.strip() == COLAB_SETUP.strip(), f"{name}: cell 0 must be COLAB_SETUP"
+    assert "imports" in nb.cells[1].metadata.get("tags", []), f"{name}: cell 1 must be tagged imports"
+    for ex_id, i in exercise_cells(nb):
+        follow = nb.cells[i + 1].source
+        assert f'check("{ex_id}"' in follow, f"{name}: exercise {ex_id} needs a check cell after it"
+        assert "raise NotImplementedError" in nb.cells[i].source, f"{name}: {ex_id} is unsolved"
+
+
+def _run(nb, path, log, timeout=600):
+    env_before = dict(os.environ)
+    os.environ["LINTUTOR_CHECK_LOG"] = log
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    try:
+        client = NotebookClient(
+            nb, timeout=timeout, kernel_name="python3",
+            resources={"metadata": {"path": os.path.dirname(path)}},
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        client.execute()
+        return time.perf_counter() - t0
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+
+
+def _logged(log):
+    if not os.path.exists(log):
+        return []
+    with open(log) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("mode", ["unsolved", "solved"])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_runs(path, mode, tmp_path):
+    nb = nbformat.read(path, as_version=4)
+    expected = [ex_id for ex_id, _ in exercise_cells(nb)]
+    if mode == "solved":
+        nb = solved(nb)
+    log = str(tmp_path / "checks.jsonl")
+    seconds = _run(nb, path, log)
+    os.makedirs(os.path.dirname(TIMINGS), exist_ok=True)
+    with open(TIMINGS, "a") as f:
+        f.write(json.dumps({"notebook": os.path.basename(path), "mode": mode, "s": seconds}) + "\n")
+    print(f"{os.path.basename(path)} [{mode}] ran in {seconds:.1f} s")
+    results = _logged(log)
+    assert [r["exercise"] for r in results] == expected, "each exercise is checked once, in order"
+    want = "not attempted" if mode == "unsolved" else "pass"
+    wrong = [r for r in results if r["status"] != want]
+    assert not wrong, f"{os.path.basename(path)} [{mode}]: expected every check '{want}', got {wrong}"
