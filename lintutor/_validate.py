@@ -30,7 +30,9 @@ def check_shapes(**specs) -> dict[str, int]:
             continue
         letters = spec.split()
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor of shape {spec}, got {type(x).__name__}")
+            raise TypeError(
+                f"{name}: expected a torch.Tensor of shape {spec}, got {type(x).__name__}"
+            )
         if x.dim() != len(letters):
             raise ShapeError(
                 f"{name}: expected {len(letters)} dimensions ({', '.join(letters)}), "

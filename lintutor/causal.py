@@ -96,9 +96,15 @@ def causal_linear_attention_parallel(
 
 
 def causal_linear_attention_chunked(
-    q, k, v, normalize=True, initial_state=None, output_final_state=False, eps=1e-6,
+    q,
+    k,
+    v,
+    normalize=True,
+    initial_state=None,
+    output_final_state=False,
+    eps=1e-6,
     chunk_size=64,
-):  # fmt: skip
+):
     """Chunks of C tokens: masked matmul inside, state across. O(T*C*(D+E) + T*D*E) time.
 
     Any T works; the last chunk is simply shorter. Same arguments as the other forms plus

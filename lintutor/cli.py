@@ -109,15 +109,41 @@ def _cmd_check(args) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
+def _cmd_bench(args) -> int:
+    from lintutor.bench import lm_curves, run
+
+    try:
+        if args.lm:
+            lm_curves(out_dir=args.out)
+        else:
+            run(quick=args.quick, out_dir=args.out, do_tune=args.tune)
+    except RuntimeError as err:
+        print(err, file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="lintutor", description="The lintutor course on linear attention.")
+    p = argparse.ArgumentParser(
+        prog="lintutor", description="The lintutor course on linear attention."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     lab = sub.add_parser("lab", help="open the lessons in JupyterLab")
-    lab.add_argument("--dir", default="lintutor-lessons", help="where to copy the lessons when installed from a wheel")
-    lab.add_argument("--update", action="store_true", help="replace changed lessons (your version is backed up)")
-    lab.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    lab.add_argument(
+        "--dir",
+        default="lintutor-lessons",
+        help="where to copy the lessons when installed from a wheel",
+    )
+    lab.add_argument(
+        "--update", action="store_true", help="replace changed lessons (your version is backed up)"
+    )
+    lab.add_argument(
+        "--dry-run", action="store_true", help="print the command instead of running it"
+    )
     lab.set_defaults(fn=_cmd_lab)
-    sub.add_parser("doctor", help="versions, device, Triton, what works here").set_defaults(fn=_cmd_doctor)
+    sub.add_parser("doctor", help="versions, device, Triton, what works here").set_defaults(
+        fn=_cmd_doctor
+    )
     chk = sub.add_parser("check", help="grade the exercises of a notebook (path or lesson number)")
     chk.add_argument("notebook")
     chk.set_defaults(fn=_cmd_check)
@@ -129,6 +155,11 @@ def main(argv=None) -> int:
     s.add_argument("id")
     s.set_defaults(fn=_cmd_solution)
     sub.add_parser("list", help="lessons and exercises").set_defaults(fn=_cmd_list)
+    from lintutor.bench import add_arguments as _bench_arguments
+
+    b = sub.add_parser("bench", help="time lesson 08's kernels against fla and SDPA (GPU)")
+    _bench_arguments(b)
+    b.set_defaults(fn=_cmd_bench)
     args = p.parse_args(argv)
     return args.fn(args)
 

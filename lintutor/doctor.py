@@ -36,7 +36,10 @@ def triton_status(timeout: float = 120.0) -> tuple[str, str]:
     import torch
 
     if importlib.util.find_spec("triton") is None:
-        return "unavailable", "triton is not installed (it is Linux-only); lessons 00-07 need it not"
+        return (
+            "unavailable",
+            "triton is not installed (it is Linux-only); lessons 00-07 need it not",
+        )
     env = dict(os.environ)
     mode = "compiled"
     if not torch.cuda.is_available():
@@ -45,8 +48,11 @@ def triton_status(timeout: float = 120.0) -> tuple[str, str]:
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "lintutor._triton_canary"],
-            capture_output=True, text=True, timeout=timeout, env=env,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         return "unavailable", f"the canary kernel did not finish in {timeout:.0f} s"
     out = proc.stdout.strip().splitlines()

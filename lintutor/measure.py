@@ -6,7 +6,10 @@ Peak memory on CPU comes from torch's profiler (allocations and frees in time or
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
 
 import torch
@@ -43,7 +46,7 @@ def peak_memory(fn, *args, **kwargs) -> int:
         return torch.cuda.max_memory_allocated() - base
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn(*args, **kwargs)
         del out
     events = [e for e in prof.events() if e.self_cpu_memory_usage != 0]
@@ -53,3 +56,22 @@ def peak_memory(fn, *args, **kwargs) -> int:
         current += e.self_cpu_memory_usage
         peak = max(peak, current)
     return peak
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence the profiler's C++ start/stop lines, which bypass Python's sys.stderr."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

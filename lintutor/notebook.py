@@ -14,8 +14,9 @@ import os
 
 REPO_URL = "https://github.com/lintutor/lintutor"
 
-COLAB_SETUP = f'''# Set-up. Locally this does nothing. On Colab it installs lintutor without its dependencies,
-# so Colab's own torch, numpy and widgets stay as they are (einops is added if missing).
+COLAB_SETUP = f"""# Set-up. Locally this does nothing. On Colab it installs lintutor without its
+# dependencies, so Colab's own torch, numpy and widgets stay as they are (einops is added if
+# missing).
 import importlib.util
 import subprocess
 import sys
@@ -26,7 +27,7 @@ if importlib.util.find_spec("lintutor") is None:
     pip = [sys.executable, "-m", "pip", "install", "-q"]
     subprocess.run([*pip, "--no-deps", "git+{REPO_URL}"], check=True)
     if importlib.util.find_spec("einops") is None:
-        subprocess.run([*pip, "einops"], check=True)'''
+        subprocess.run([*pip, "einops"], check=True)"""
 
 EXERCISE_TAG = "exercise:"
 

@@ -28,8 +28,16 @@ def use_renderer() -> str:
     return _RENDERER
 
 
-def heatmap(matrix, title="", x_label="key position s", y_label="query position t", numbers=None,
-            colorscale="Viridis", zmin=None, zmax=None):  # fmt: skip
+def heatmap(
+    matrix,
+    title="",
+    x_label="key position s",
+    y_label="query position t",
+    numbers=None,
+    colorscale="Viridis",
+    zmin=None,
+    zmax=None,
+):
     """A labelled heatmap of a 2-D tensor/array; numbers on cells when it is small (<= 12x12)."""
     import plotly.graph_objects as go
 
@@ -54,8 +62,9 @@ def heatmap(matrix, title="", x_label="key position s", y_label="query position 
     return fig
 
 
-def cost_plot(lengths, series: dict, y_label: str, title: str, reference_power: int | None = 2,
-              log=True):  # fmt: skip
+def cost_plot(
+    lengths, series: dict, y_label: str, title: str, reference_power: int | None = 2, log=True
+):
     """Measured curves vs T (log-log), with a dashed T^p curve through the last point of the
     first series to compare the slope with."""
     import plotly.graph_objects as go
@@ -68,8 +77,13 @@ def cost_plot(lengths, series: dict, y_label: str, title: str, reference_power: 
         first = np.asarray(next(iter(series.values())), dtype=float)
         ref = first[-1] * (lengths / lengths[-1]) ** reference_power
         fig.add_trace(
-            go.Scatter(x=lengths, y=ref, mode="lines", name=f"~ T^{reference_power}",
-                       line=dict(dash="dash", color="gray"))  # fmt: skip
+            go.Scatter(
+                x=lengths,
+                y=ref,
+                mode="lines",
+                name=f"~ T^{reference_power}",
+                line=dict(dash="dash", color="gray"),
+            )
         )
     kind = "log" if log else "linear"
     fig.update_xaxes(title="sequence length T", type=kind)

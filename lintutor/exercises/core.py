@@ -24,8 +24,9 @@ import sys
 import textwrap
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -380,7 +381,7 @@ def run_check(ex: Exercise, fn: Callable, seeds=None) -> CheckResult:
                 FAIL,
                 "type",
                 f"expected a tuple of {n_out} ({', '.join(ex.output_names)}), got "
-                f"{_describe(got) if not isinstance(got, (tuple, list)) else len(got_t)} on {where}",
+                f"{len(got_t) if isinstance(got, (tuple, list)) else _describe(got)} on {where}",
             )
         for name, g, w in zip(ex.output_names, got_t, want):
             problem = _structure_problem(g, w, name)
@@ -473,6 +474,7 @@ def _imports_for(fn) -> str:
             if getattr(obj, "__name__", ident) != ident:
                 mod = fn.__module__
             lines.append(f"from {mod} import {ident}")
+    lines.sort(key=lambda line: (line.startswith("from lintutor"), line.startswith("from"), line))
     return "\n".join(lines)
 
 

@@ -22,7 +22,11 @@ def _normal(g, *shape):
 
 
 def _one_inputs(s, g):
-    return {"q": _normal(g, s["D"]), "k": _normal(g, s["S"], s["D"]), "v": _normal(g, s["S"], s["E"])}
+    return {
+        "q": _normal(g, s["D"]),
+        "k": _normal(g, s["S"], s["D"]),
+        "v": _normal(g, s["S"], s["E"]),
+    }
 
 
 def _one_no_scale(q, k, v):
@@ -58,7 +62,11 @@ EX_01_1 = Exercise(
         ("odd length", {"S": 7, "D": 8, "E": 8}),
         ("D != E", {"S": 5, "D": 6, "E": 3}),
     ],
-    random_sizes=lambda g: {"S": _randint(g, 2, 40), "D": _randint(g, 2, 16), "E": _randint(g, 1, 16)},
+    random_sizes=lambda g: {
+        "S": _randint(g, 2, 40),
+        "D": _randint(g, 2, 16),
+        "E": _randint(g, 1, 16),
+    },
     hints=(
         "Scores first: one number per key, how well the key matches q.",
         "scores = k @ q / sqrt(D) has shape (S,); softmax turns them into weights that sum to 1; "
@@ -166,8 +174,13 @@ EX_01_2 = Exercise(
         Wrong(_full_no_scale, "this is what you get without the 1/sqrt(D) scale"),
         Wrong(_full_wrong_dim, "the softmax runs over queries (dim=-2); it must run over keys"),
         Wrong(_full_future, "the mask is flipped: each token sees the future and not the past"),
-        Wrong(_full_no_diagonal, "the mask hides the diagonal: a token must see itself (tril, not tril(-1))"),
-        Wrong(_full_zero_mask, "masked scores are set to 0, not -inf: exp(0)=1 still leaks the future"),
+        Wrong(
+            _full_no_diagonal,
+            "the mask hides the diagonal: a token must see itself (tril, not tril(-1))",
+        ),
+        Wrong(
+            _full_zero_mask, "masked scores are set to 0, not -inf: exp(0)=1 still leaks the future"
+        ),
         Wrong(_full_ignores_causal, "the causal flag is ignored: no mask is applied"),
     ],
 )
@@ -256,12 +269,21 @@ EX_01_3 = Exercise(
     ),
     wrong=[
         Wrong(_mha_no_out_proj, "the output projection w_o is missing"),
-        Wrong(_mha_split_no_transpose, "heads were split with a reshape to (B, H, T, D) "
-              "without the transpose: tokens and channels get mixed"),
-        Wrong(_mha_merge_no_transpose, "heads were merged with a reshape without transposing "
-              "(B, H, T, D) back to (B, T, H, D) first"),
-        Wrong(_mha_scale_by_c, "scores are scaled by 1/sqrt(C) of the whole model; each head "
-              "uses 1/sqrt(D) of its own size"),
+        Wrong(
+            _mha_split_no_transpose,
+            "heads were split with a reshape to (B, H, T, D) "
+            "without the transpose: tokens and channels get mixed",
+        ),
+        Wrong(
+            _mha_merge_no_transpose,
+            "heads were merged with a reshape without transposing "
+            "(B, H, T, D) back to (B, T, H, D) first",
+        ),
+        Wrong(
+            _mha_scale_by_c,
+            "scores are scaled by 1/sqrt(C) of the whole model; each head "
+            "uses 1/sqrt(D) of its own size",
+        ),
         Wrong(_mha_one_head, "this is single-head attention: n_heads is ignored"),
     ],
 )

@@ -1,0 +1,139 @@
+"""The checker's layers, each provoked by a deliberately broken learner function."""
+
+import dataclasses
+import math
+
+import torch
+
+from lintutor.exercises import check, get, run_check
+from lintutor.exercises.core import format_learner_exception
+
+
+def _ok(q, k, v):
+    return torch.softmax(k @ q / math.sqrt(q.shape[-1]), dim=-1) @ v
+
+
+def test_not_attempted():
+    def attention_one_query(q, k, v):
+        raise NotImplementedError
+
+    r = check("01.1", attention_one_query, show=False)
+    assert r.status == "not attempted" and not r.passed
+    assert "hint" in r.message
+
+
+def test_learner_exception_shows_learner_line_first():
+    def attention_one_query(q, k, v):
+        scores = k @ q
+        return scores[10**6]  # the learner's bug
+
+    r = check("01.1", attention_one_query, show=False)
+    assert r.status == "fail" and r.layer == "exception"
+    first = r.message.splitlines()[2]
+    assert "your line" in first and "scores[10**6]" in first
+    assert "core.py" not in r.message  # the checker's own frames are hidden
+
+
+def test_timeout_is_reported():
+    ex = dataclasses.replace(get("01.1"), timeout=0.5)
+
+    def attention_one_query(q, k, v):
+        while True:
+            pass
+
+    r = run_check(ex, attention_one_query)
+    assert r.layer == "timeout" and "0.5 s" in r.message
+
+
+def test_in_place_modification_is_detected():
+    def attention_one_query(q, k, v):
+        q.mul_(1.0001)
+        return _ok(q, k, v)
+
+    r = check("01.1", attention_one_query, show=False)
+    assert r.layer == "in-place" and "'q'" in r.message
+
+
+def test_transposed_shape_gets_a_hint():
+    def softmax_attention(q, k, v, causal=False):
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, is_causal=causal
+        ).transpose(-1, -2)
+
+    r = check("01.2", softmax_attention, show=False)
+    assert r.layer == "structure"
+    assert "expected shape" in r.message and "transpose" in r.message
+
+
+def test_wrong_dtype_is_named():
+    def attention_one_query(q, k, v):
+        return _ok(q, k, v).float()
+
+    r = check("01.1", attention_one_query, show=False)
+    assert r.layer == "structure" and "float64" in r.message and "float32" in r.message
+
+
+def test_missing_return_is_named():
+    def attention_one_query(q, k, v):
+        _ok(q, k, v)
+
+    r = check("01.1", attention_one_query, show=False)
+    assert "return" in r.message
+
+
+def test_nan_is_located():
+    def attention_one_query(q, k, v):
+        out = _ok(q, k, v)
+        return torch.cat([out[:-1], out[-1:] / 0.0 * 0.0])  # the last entry becomes 0/0
+
+    r = check("01.1", attention_one_query, show=False)
+    assert r.layer == "nan" and "NaN" in r.message and "first at index (3,)" in r.message
+
+
+def test_wrong_numbers_name_first_wrong_timestep_and_known_mistake():
+    def softmax_attention(q, k, v, causal=False):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)  # ignores causal
+
+    r = check("01.2", softmax_attention, show=False)
+    assert r.layer == "numbers"
+    assert "first wrong timestep: t = 0" in r.message
+    assert "causal flag is ignored" in r.message
+
+
+def test_small_error_is_accepted_but_float32_precision_is_not():
+    def attention_one_query(q, k, v):
+        return _ok(q, k, v) + 1e-12
+
+    assert check("01.1", attention_one_query, show=False).passed
+
+    def attention_one_query(q, k, v):  # noqa: F811
+        return _ok(q.float(), k.float(), v.float()).double()
+
+    assert not check("01.1", attention_one_query, show=False).passed
+
+
+def test_check_never_raises():
+    assert check("01.1", "not a function", show=False).status == "fail"
+    assert check("99.9", _ok, show=False).status == "fail"
+
+    def attention_one_query(q, k, v):
+        raise SystemError("boom")
+
+    assert check("01.1", attention_one_query, show=False).layer == "exception"
+
+
+def test_verdict_is_printed_outside_jupyter(capsys):
+    def attention_one_query(q, k, v):
+        return _ok(q, k, v)
+
+    result = check("01.1", attention_one_query)
+    assert "[PASS] 01.1" in capsys.readouterr().out
+    assert result.passed and "PASS" in result._repr_html_()
+
+
+def test_format_learner_exception_without_learner_frames():
+    try:
+        torch.zeros(2) @ torch.zeros(3)
+    except RuntimeError as err:
+        text = format_learner_exception(err)
+    assert text.startswith("RuntimeError")
