@@ -3,9 +3,14 @@ Colab cell."""
 
 import os
 import re
+import sys
 
-import tomllib
 import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 from lintutor.notebook import COLAB_SETUP
 
