@@ -74,6 +74,16 @@ def lesson_dirs() -> list[str]:
     ]
 
 
+def asset_path(name: str) -> str:
+    """Path of a file in assets/: the repository's folder, or the copy inside an installed wheel."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for d in (os.path.join(os.path.dirname(here), "assets"), os.path.join(here, "_assets")):
+        path = os.path.join(d, name)
+        if os.path.exists(path):
+            return path
+    raise FileNotFoundError(f"assets/{name} is missing (looked next to the package and inside it)")
+
+
 def find_lesson(name: str) -> str:
     """A notebook path from a path, a lesson number ("01") or a name ("01_softmax_attention")."""
     if os.path.isfile(name):
