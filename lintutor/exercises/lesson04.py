@@ -1,0 +1,299 @@
+"""Lesson 04 exercises: the gated recurrence, the stable decay mask, the decay-masked form."""
+
+from __future__ import annotations
+
+import torch
+
+from lintutor import gated as ref
+from lintutor.exercises.core import Exercise, Wrong
+
+
+def _randint(g, lo, hi):
+    return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+
+def _gated_inputs(s, g):
+    B, H, T, D, E = s["B"], s["H"], s["T"], s["D"], s["E"]
+    gate_shape = (B, H, T, D) if s["vector"] else (B, H, T)
+    return {
+        "q": torch.rand(B, H, T, D, generator=g, dtype=torch.float64),
+        "k": torch.rand(B, H, T, D, generator=g, dtype=torch.float64),
+        "v": torch.randn(B, H, T, E, generator=g, dtype=torch.float64),
+        "g": -torch.rand(*gate_shape, generator=g, dtype=torch.float64),  # log-gates <= 0
+    }
+
+
+def _gated_random(g):
+    return {
+        "B": _randint(g, 1, 3),
+        "H": _randint(g, 1, 3),
+        "T": _randint(g, 2, 24),
+        "D": _randint(g, 1, 6),
+        "E": _randint(g, 1, 6),
+        "vector": bool(_randint(g, 0, 1)),
+    }
+
+
+GATED_SIZES = [
+    ("T=1", {"B": 1, "H": 1, "T": 1, "D": 3, "E": 3, "vector": False}),
+    ("odd T, scalar gate", {"B": 1, "H": 2, "T": 7, "D": 4, "E": 4, "vector": False}),
+    ("B, H > 1, D != E", {"B": 2, "H": 3, "T": 6, "D": 5, "E": 2, "vector": False}),
+    ("vector gate, D != E", {"B": 2, "H": 2, "T": 9, "D": 3, "E": 4, "vector": True}),
+]
+
+
+def _gate(g_t, vector):
+    """exp of a log-gate slice (B, H[, D]) -> (B, H, D or 1, 1) to scale S."""
+    a = torch.exp(g_t)
+    return (a if vector else a.unsqueeze(-1)).unsqueeze(-1)
+
+
+def _loop(q, k, v, g, update, read_before=False):
+    vector = g.dim() == 4
+    S = q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1])
+    outs = []
+    for t in range(q.shape[2]):
+        S_prev = S
+        S = update(S, _gate(g[:, :, t], vector), k[:, :, t], v[:, :, t])
+        outs.append(torch.einsum("bhd,bhde->bhe", q[:, :, t], S_prev if read_before else S))
+    return torch.stack(outs, dim=2)
+
+
+def _kv(k_t, v_t):
+    return k_t.unsqueeze(-1) * v_t.unsqueeze(-2)
+
+
+# --- 04.1 the gated recurrence ----------------------------------------------------------------
+
+
+def _rec_no_gate(q, k, v, g):
+    return _loop(q, k, v, g, lambda S, a, k_t, v_t: S + _kv(k_t, v_t))
+
+
+def _rec_gate_after_add(q, k, v, g):
+    return _loop(q, k, v, g, lambda S, a, k_t, v_t: a * (S + _kv(k_t, v_t)))
+
+
+def _rec_log_as_gate(q, k, v, g):
+    return _loop(q, k, v, g, lambda S, a, k_t, v_t: torch.log(a) * S + _kv(k_t, v_t))
+
+
+def _rec_read_before(q, k, v, g):
+    return _loop(q, k, v, g, lambda S, a, k_t, v_t: a * S + _kv(k_t, v_t), read_before=True)
+
+
+def _rec_gate_on_values(q, k, v, g):
+    vector = g.dim() == 4
+
+    def update(S, a, k_t, v_t):
+        a = a.squeeze(-1).unsqueeze(-2) if vector else a  # scales the E columns, not the D rows
+        return a * S + _kv(k_t, v_t)
+
+    return _loop(q, k, v, g, update)
+
+
+EX_04_1 = Exercise(
+    id="04.1",
+    lesson="04",
+    title="gated causal linear attention, recurrent",
+    name="gated_linear_attention_recurrent",
+    reference=ref.gated_linear_attention_recurrent,
+    make_inputs=_gated_inputs,
+    named_sizes=GATED_SIZES,
+    random_sizes=_gated_random,
+    time_dim=2,
+    hints=(
+        "Lesson 03's loop with one change: before adding k_t v_t^T, multiply the state by the "
+        "gate a_t = exp(g_t).",
+        "S = zeros (B, H, D, E). For each t: a_t = exp(g[:, :, t]); a scalar gate (B, H) needs "
+        "two trailing dims to scale S, a vector gate (B, H, D) scales the rows of S (one trailing "
+        "dim). Then S = a_t * S + k_t v_t^T and o_t = S^T q_t.",
+        "a = torch.exp(g[:, :, t]); a = a[..., None, None] if g.dim() == 3 else a[..., None]; "
+        "S = a * S + k[:, :, t, :, None] * v[:, :, t, None, :]; "
+        "outs.append(torch.einsum('bhd,bhde->bhe', q[:, :, t], S))",
+    ),
+    wrong=[
+        Wrong(_rec_no_gate, "the gate is never applied: the state only accumulates (lesson 03)"),
+        Wrong(
+            _rec_gate_after_add,
+            "the gate multiplies S + k_t v_t^T; it decays only the old "
+            "state: S_t = a_t * S_{t-1} + k_t v_t^T",
+        ),
+        Wrong(_rec_log_as_gate, "g holds log-gates: the gate is exp(g), not g itself"),
+        Wrong(
+            _rec_read_before,
+            "the output reads the state before this token's update "
+            "(o_t must use S_t, which includes k_t v_t^T)",
+        ),
+        Wrong(
+            _rec_gate_on_values,
+            "the vector gate scales the value dimension E; it belongs "
+            "to the key dimension D (the rows of S)",
+        ),
+    ],
+)
+
+
+# --- 04.2 the stable decay mask ---------------------------------------------------------------
+
+
+def _mask_inputs(s, g):
+    strength = s.get("strength", 1.0)
+    return {"g": -strength * torch.rand(s["B"], s["H"], s["T"], generator=g, dtype=torch.float64)}
+
+
+def _mask_naive(g):
+    return ref.decay_mask_naive(g)
+
+
+def _causal(T):
+    return torch.ones(T, T, dtype=torch.bool).tril()
+
+
+def _mask_inclusive(g):
+    c = torch.cumsum(g, -1)
+    G = c.unsqueeze(-1) - c.unsqueeze(-2) + g.unsqueeze(-2)  # also counts g_s
+    return torch.exp(G).masked_fill(~_causal(g.shape[-1]), 0.0)
+
+
+def _mask_transposed(g):
+    return ref.decay_mask(g).transpose(-1, -2)
+
+
+def _mask_no_causal(g):
+    c = torch.cumsum(g, -1)
+    G = (c.unsqueeze(-1) - c.unsqueeze(-2)).clamp(max=0.0)  # no mask: ones above the diagonal
+    return torch.exp(G)
+
+
+def _mask_cumprod_no_ratio(g):
+    P = torch.cumprod(torch.exp(g), dim=-1)
+    return P.unsqueeze(-1).expand(*g.shape, g.shape[-1]).masked_fill(~_causal(g.shape[-1]), 0.0)
+
+
+EX_04_2 = Exercise(
+    id="04.2",
+    lesson="04",
+    title="the decay mask from a stable segment sum",
+    name="decay_mask",
+    reference=ref.decay_mask,
+    make_inputs=_mask_inputs,
+    named_sizes=[
+        ("T=1", {"B": 1, "H": 1, "T": 1}),
+        ("odd T", {"B": 1, "H": 1, "T": 5}),
+        ("B, H > 1", {"B": 2, "H": 3, "T": 8}),
+        ("long T, strong gates", {"B": 1, "H": 1, "T": 700, "strength": 3.0}),
+    ],
+    random_sizes=lambda g: {
+        "B": _randint(g, 1, 3),
+        "H": _randint(g, 1, 3),
+        "T": _randint(g, 2, 40),
+    },
+    time_dim=-2,
+    hints=(
+        "L[t, s] = a_{s+1} ... a_t: the gates strictly after s, up to and including t. Work with "
+        "sums of log-gates, and never divide two products.",
+        "Repeat g along a new last axis (x[r, s] = g_r), zero every entry with r <= s, cumsum over "
+        "r: that gives G[t, s] = g_{s+1} + ... + g_t. exp(G), then zero the entries above the "
+        "diagonal (s > t).",
+        "x = g.unsqueeze(-1).expand(*g.shape, T).masked_fill(~torch.ones(T, T, dtype=torch.bool)"
+        ".tril(-1), 0.0); G = torch.cumsum(x, dim=-2); "
+        "return torch.exp(G).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), 0.0)",
+    ),
+    wrong=[
+        Wrong(
+            _mask_naive,
+            "the ratio of cumulative products P_t / P_s: P underflows to 0 for "
+            "long sequences and 0/0 is NaN; sum the log-gates of each segment instead",
+        ),
+        Wrong(
+            _mask_inclusive,
+            "the segment includes a_s; L[t, s] = a_{s+1} ... a_t (1 on the diagonal)",
+        ),
+        Wrong(_mask_transposed, "the mask is transposed: queries t are rows, keys s columns"),
+        Wrong(_mask_no_causal, "the entries above the diagonal (keys in the future) must be 0"),
+        Wrong(
+            _mask_cumprod_no_ratio,
+            "this is a_1 ... a_t for every key: the decay must start after the key's own step s",
+        ),
+    ],
+)
+
+
+# --- 04.3 the decay-masked parallel form ------------------------------------------------------
+
+
+def _par_causal_only(q, k, v, g):
+    T = q.shape[2]
+    return ((q @ k.transpose(-1, -2)) * torch.ones(T, T, dtype=q.dtype).tril()) @ v
+
+
+def _par_normalized(q, k, v, g):
+    return ref.gated_linear_attention_parallel(q, k, v, g, normalize=True)
+
+
+def _par_transposed_mask(q, k, v, g):
+    if g.dim() == 4:
+        L = ref.decay_mask(g.transpose(-1, -2)).transpose(-1, -2)
+        return torch.einsum("bhtd,bhdst,bhsd->bhts", q, L.transpose(-2, -3), k) @ v
+    return ((q @ k.transpose(-1, -2)) * ref.decay_mask(g).transpose(-1, -2)) @ v
+
+
+def _par_mean_gate(q, k, v, g):
+    g = g if g.dim() == 3 else g.mean(-1)  # one gate per head: the channels' average
+    return ((q @ k.transpose(-1, -2)) * ref.decay_mask(g)) @ v
+
+
+def _par_gate_on_query_only(q, k, v, g):
+    c = torch.cumsum(g, dim=2)
+    decay = torch.exp(c) if g.dim() == 4 else torch.exp(c).unsqueeze(-1)
+    T = q.shape[2]
+    return (((q * decay) @ k.transpose(-1, -2)) * torch.ones(T, T, dtype=q.dtype).tril()) @ v
+
+
+EX_04_3 = Exercise(
+    id="04.3",
+    lesson="04",
+    title="gated causal linear attention, decay-masked parallel form",
+    name="gated_linear_attention_parallel",
+    reference=ref.gated_linear_attention_parallel,
+    make_inputs=_gated_inputs,
+    named_sizes=GATED_SIZES,
+    random_sizes=_gated_random,
+    time_dim=2,
+    hints=(
+        "Lesson 03's masked form (q k^T masked) v, with the 0/1 causal mask replaced by the "
+        "decay mask of 04.2.",
+        "Scalar gate: scores = (q @ k^T) * decay_mask(g). Vector gate: the mask depends on the "
+        "key channel d too, so build L (B, H, D, T, T) from g transposed to (B, H, D, T) and sum "
+        "q_t[d] L[d, t, s] k_s[d] over d with an einsum. Then scores @ v.",
+        "if g.dim() == 3: scores = (q @ k.transpose(-1, -2)) * decay_mask(g)\n"
+        "else: L = decay_mask(g.transpose(-1, -2)); "
+        "scores = torch.einsum('bhtd,bhdts,bhsd->bhts', q, L, k)\n"
+        "return scores @ v",
+    ),
+    wrong=[
+        Wrong(_par_causal_only, "the gates are ignored: this is lesson 03's causal mask"),
+        Wrong(
+            _par_transposed_mask,
+            "the decay mask is transposed (keys decay by the gates before them, not after)",
+        ),
+        Wrong(
+            _par_mean_gate,
+            "a vector gate was averaged into one gate per head; each key "
+            "channel decays with its own gate",
+        ),
+        Wrong(
+            _par_gate_on_query_only,
+            "the query was scaled by a_1 ... a_t but the key was "
+            "not divided by a_1 ... a_s: the decay must start after s",
+        ),
+        Wrong(
+            _par_normalized,
+            "the output is divided by lesson 03's normalizer; gated linear "
+            "attention here has none (normalize=False)",
+        ),
+    ],
+)
+
+EXERCISES = [EX_04_1, EX_04_2, EX_04_3]

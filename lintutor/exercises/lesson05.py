@@ -1,0 +1,293 @@
+"""Lesson 05 exercises: Mamba's selective scan, its dictionary to gated linear attention, and
+its implicit attention matrix."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lintutor import mamba as ref
+from lintutor.exercises.core import Exercise, Wrong
+
+
+def _randint(g, lo, hi):
+    return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+
+def _ssm_inputs(s, g, with_x=True, with_D=True):
+    b, T, d, N = s["b"], s["T"], s["d"], s["N"]
+    n = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    out = {}
+    if with_x:
+        out["x"] = n(b, T, d)
+    out["delta"] = F.softplus(n(b, T, d))
+    out["A"] = -torch.exp(n(d, N) / 2)
+    out["B"] = n(b, T, N)
+    out["C"] = n(b, T, N)
+    if with_D:
+        out["D"] = n(d)
+    out["discretization"] = s["discretization"]
+    return out
+
+
+SSM_SIZES = [
+    ("T=1", {"b": 1, "T": 1, "d": 2, "N": 3, "discretization": "simple"}),
+    ("odd T, one channel", {"b": 1, "T": 7, "d": 1, "N": 4, "discretization": "simple"}),
+    ("b > 1, d != N", {"b": 2, "T": 6, "d": 3, "N": 5, "discretization": "simple"}),
+    ("zero-order hold", {"b": 2, "T": 9, "d": 4, "N": 2, "discretization": "zoh"}),
+]
+
+
+def _ssm_random(g):
+    return {
+        "b": _randint(g, 1, 3),
+        "T": _randint(g, 2, 20),
+        "d": _randint(g, 1, 5),
+        "N": _randint(g, 1, 6),
+        "discretization": ("simple", "zoh")[_randint(g, 0, 1)],
+    }
+
+
+# --- 05.1 the selective scan ------------------------------------------------------------------
+
+
+def _scan(x, delta, A, B, C, D, A_bar, B_bar, read_before=False, shortcut=True):
+    h = x.new_zeros(x.shape[0], x.shape[2], A.shape[1])  # (b, d, N)
+    ys = []
+    for t in range(x.shape[1]):
+        h_new = A_bar[:, t] * h + B_bar[:, t] * x[:, t].unsqueeze(-1)
+        y = ((h if read_before else h_new) * C[:, t].unsqueeze(1)).sum(-1)
+        ys.append(y + D * x[:, t] if shortcut else y)
+        h = h_new
+    return torch.stack(ys, dim=1)
+
+
+def _scan_euler_A(x, delta, A, B, C, D, discretization="simple"):
+    _, B_bar = ref.discretize(delta, A, B, discretization)
+    return _scan(x, delta, A, B, C, D, 1 + delta.unsqueeze(-1) * A, B_bar)
+
+
+def _scan_no_D(x, delta, A, B, C, D, discretization="simple"):
+    return _scan(x, delta, A, B, C, D, *ref.discretize(delta, A, B, discretization), shortcut=False)
+
+
+def _scan_no_delta_on_B(x, delta, A, B, C, D, discretization="simple"):
+    A_bar, _ = ref.discretize(delta, A, B, discretization)
+    return _scan(x, delta, A, B, C, D, A_bar, B.unsqueeze(2).expand_as(A_bar))
+
+
+def _scan_read_before(x, delta, A, B, C, D, discretization="simple"):
+    bars = ref.discretize(delta, A, B, discretization)
+    return _scan(x, delta, A, B, C, D, *bars, read_before=True)
+
+
+def _scan_always_simple(x, delta, A, B, C, D, discretization="simple"):
+    return _scan(x, delta, A, B, C, D, *ref.discretize(delta, A, B, "simple"))
+
+
+def _scan_no_delta_on_A(x, delta, A, B, C, D, discretization="simple"):
+    _, B_bar = ref.discretize(delta, A, B, discretization)
+    return _scan(x, delta, A, B, C, D, torch.exp(A).expand_as(B_bar), B_bar)
+
+
+EX_05_1 = Exercise(
+    id="05.1",
+    lesson="05",
+    title="Mamba's selective scan",
+    name="selective_scan_recurrent",
+    reference=ref.selective_scan_recurrent,
+    make_inputs=_ssm_inputs,
+    named_sizes=SSM_SIZES,
+    random_sizes=_ssm_random,
+    time_dim=1,
+    hints=(
+        "Discretize first (A~ = exp(Delta A); B~ = Delta B, or zero-order hold), then one loop "
+        "over t: h = A~_t * h + B~_t x_t, y_t = C_t . h + D * x_t.",
+        "h has shape (b, d, N): one N-vector per channel. A~_t and B~_t are (b, d, N); x_t (b, d) "
+        "needs a trailing axis; C_t (b, N) is shared by the channels, so sum h * C_t[:, None, :] "
+        "over N. discretize(delta, A, B, discretization) from lintutor.mamba does the first step.",
+        "A_bar, B_bar = discretize(delta, A, B, discretization)\n"
+        "for t in range(T): h = A_bar[:, t] * h + B_bar[:, t] * x[:, t, :, None]; "
+        "ys.append((h * C[:, t, None, :]).sum(-1) + D * x[:, t])",
+    ),
+    wrong=[
+        Wrong(
+            _scan_euler_A,
+            "A was discretized as 1 + Delta A (Euler); Mamba's forget gate is exp(Delta A)",
+        ),
+        Wrong(_scan_no_D, "the shortcut D * x_t is missing from y_t"),
+        Wrong(
+            _scan_no_delta_on_B,
+            "B was used without Delta: the input gate Delta_t must scale "
+            "what is written (B~ = Delta B)",
+        ),
+        Wrong(_scan_read_before, "y_t reads the state before this step's update (use h_t)"),
+        Wrong(
+            _scan_always_simple,
+            "discretization='zoh' was ignored: zero-order hold uses "
+            "B~ = (exp(Delta A) - 1) / A * B",
+        ),
+        Wrong(
+            _scan_no_delta_on_A,
+            "the forget gate is exp(A) without Delta: the step size must scale A too",
+        ),
+    ],
+)
+
+
+# --- 05.2 the dictionary: selective SSM -> gated linear attention ------------------------------
+
+
+def _map_inputs(s, g):
+    return _ssm_inputs(s, g, with_D=False)
+
+
+def _map(x, delta, A, B, C, discretization, swap=False, v_gate=True, log=True, with_delta=True,
+         zoh=True):  # fmt: skip
+    q, k, v, gl = ref.mamba_to_gated_linear_attention(
+        x, delta, A, B, C, discretization if zoh else "simple"
+    )
+    if swap:
+        q, k = k, q
+    if not v_gate:
+        v = x.transpose(1, 2).unsqueeze(-1)
+    if not with_delta:
+        gl = A.unsqueeze(0).unsqueeze(2).expand_as(gl)
+    if not log:
+        gl = torch.exp(gl)
+    return q, k, v, gl
+
+
+def _map_swap(x, delta, A, B, C, discretization="simple"):
+    return _map(x, delta, A, B, C, discretization, swap=True)
+
+
+def _map_no_input_gate(x, delta, A, B, C, discretization="simple"):
+    return _map(x, delta, A, B, C, discretization, v_gate=False)
+
+
+def _map_gate_not_log(x, delta, A, B, C, discretization="simple"):
+    return _map(x, delta, A, B, C, discretization, log=False)
+
+
+def _map_no_delta_in_gate(x, delta, A, B, C, discretization="simple"):
+    return _map(x, delta, A, B, C, discretization, with_delta=False)
+
+
+def _map_no_zoh_factor(x, delta, A, B, C, discretization="simple"):
+    return _map(x, delta, A, B, C, discretization, zoh=False)
+
+
+EX_05_2 = Exercise(
+    id="05.2",
+    lesson="05",
+    title="the selective SSM as gated linear attention",
+    name="mamba_to_gated_linear_attention",
+    reference=ref.mamba_to_gated_linear_attention,
+    make_inputs=_map_inputs,
+    named_sizes=SSM_SIZES,
+    random_sizes=_ssm_random,
+    time_dim=2,
+    output_names=("q", "k", "v", "g"),
+    hints=(
+        "One head per channel d. Read h_t = exp(Delta_t A) h_{t-1} + B_t^T (Delta_t x_t) as "
+        "S_t = a_t * S_{t-1} + k_t v_t^T and y_t = C_t h_t as o_t = S_t^T q_t.",
+        "q = C and k = B, repeated over the d channels: (b, d, T, N). v = Delta * x with one "
+        "value per head: (b, d, T, 1). The log-gate is Delta_t[d] * A[d, n]: (b, d, T, N). With "
+        "zero-order hold k also carries the factor (exp(Delta A) - 1) / (Delta A).",
+        "q = C[:, None].expand(-1, d, -1, -1); k = B[:, None].expand(-1, d, -1, -1); "
+        "g = (delta[..., None] * A).transpose(1, 2); "
+        "if discretization == 'zoh': k = k * torch.expm1(g) / g; "
+        "v = (delta * x).transpose(1, 2)[..., None]; return q, k, v, g",
+    ),
+    wrong=[
+        Wrong(_map_swap, "q and k are swapped: C reads the state (query), B writes it (key)"),
+        Wrong(_map_no_input_gate, "v = x without Delta: the input gate Delta_t belongs in v"),
+        Wrong(
+            _map_gate_not_log,
+            "the gate is returned as exp(Delta A); the forms take log-gates g = Delta A",
+        ),
+        Wrong(
+            _map_no_delta_in_gate,
+            "the log-gate is A without Delta_t: the forget gate is "
+            "exp(Delta_t A), different at every step",
+        ),
+        Wrong(
+            _map_no_zoh_factor,
+            "with zero-order hold the key carries (exp(Delta A) - 1) / (Delta A); it is missing",
+        ),
+    ],
+)
+
+
+# --- 05.3 Mamba's implicit attention matrix ---------------------------------------------------
+
+
+def _attn_inputs(s, g):
+    return _ssm_inputs(s, g, with_x=False, with_D=False)
+
+
+def _attn(delta, A, B, C, discretization, inclusive=False, transpose=False, causal=True,
+          with_delta=True, swap=False):  # fmt: skip
+    if swap:
+        B, C = C, B
+    alpha = ref.mamba_attention_matrix(delta, A, B, C, discretization)
+    if not with_delta:
+        alpha = alpha / delta.transpose(1, 2).unsqueeze(-2)  # drop Delta_s
+    if inclusive:
+        alpha = alpha * torch.exp(delta.transpose(1, 2).unsqueeze(-2) * A.mean(-1)[:, None, None])
+    if not causal:
+        alpha = alpha + alpha.transpose(-1, -2).triu(1)
+    return alpha.transpose(-1, -2) if transpose else alpha
+
+
+def _attn_no_delta(delta, A, B, C, discretization="simple"):
+    return _attn(delta, A, B, C, "simple", with_delta=False)
+
+
+def _attn_inclusive(delta, A, B, C, discretization="simple"):
+    return _attn(delta, A, B, C, discretization, inclusive=True)
+
+
+def _attn_transposed(delta, A, B, C, discretization="simple"):
+    return _attn(delta, A, B, C, discretization, transpose=True)
+
+
+def _attn_not_causal(delta, A, B, C, discretization="simple"):
+    return _attn(delta, A, B, C, discretization, causal=False)
+
+
+def _attn_swapped(delta, A, B, C, discretization="simple"):
+    return _attn(delta, A, B, C, discretization, swap=True)
+
+
+EX_05_3 = Exercise(
+    id="05.3",
+    lesson="05",
+    title="Mamba's implicit attention matrix",
+    name="mamba_attention_matrix",
+    reference=ref.mamba_attention_matrix,
+    make_inputs=_attn_inputs,
+    named_sizes=SSM_SIZES,
+    random_sizes=_ssm_random,
+    time_dim=-2,
+    hints=(
+        "alpha[d, t, s] is how much x_s[d] contributes to y_t[d]: C_t reads, B~_s wrote, and "
+        "every forget gate after s and up to t decayed it in between.",
+        "B~ from discretize (b, T, d, N). The decay for channel d, state n is "
+        "exp(A[d, n] * (Delta_{s+1} + ... + Delta_t)[d]): a segment sum over time of "
+        "Delta[..., d] * A[d, n] (segment_sum from lesson 04, (b, d, N, T, T)). Contract over n.",
+        "_, B_bar = discretize(delta, A, B, discretization); "
+        "G = segment_sum((delta[..., None] * A).permute(0, 2, 3, 1)); "
+        "return torch.einsum('btn,bdnts,bsdn->bdts', C, torch.exp(G), B_bar)",
+    ),
+    wrong=[
+        Wrong(_attn_no_delta, "the input gate Delta_s is missing from alpha[t, s]"),
+        Wrong(_attn_inclusive, "the decay includes step s itself; it runs over s+1 ... t"),
+        Wrong(_attn_transposed, "alpha is transposed: rows are outputs t, columns inputs s"),
+        Wrong(_attn_not_causal, "entries above the diagonal (s > t) must be 0: Mamba is causal"),
+        Wrong(_attn_swapped, "B and C are swapped: C_t reads at t, B_s writes at s"),
+    ],
+)
+
+EXERCISES = [EX_05_1, EX_05_2, EX_05_3]
