@@ -53,6 +53,9 @@ def _run(nb, path, log, timeout=600):
     env_before = dict(os.environ)
     os.environ["LINTUTOR_CHECK_LOG"] = log
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        # several notebooks run at once: one thread each, or torch's threads fight for the cores
+        os.environ["OMP_NUM_THREADS"] = "1"
     try:
         client = NotebookClient(
             nb,
