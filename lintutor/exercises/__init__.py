@@ -25,7 +25,7 @@ from lintutor.exercises.core import (
 )
 
 # Lesson modules, in course order. A lesson adds its module here.
-LESSON_MODULES = ("lesson01", "lesson04", "lesson05")
+LESSON_MODULES = ("lesson01", "lesson04", "lesson05", "lesson08")
 
 
 def all_exercises() -> dict[str, Exercise]:

@@ -1,0 +1,295 @@
+"""Chunked causal linear attention as Triton kernels: the forward scan (lesson 08).
+
+The same schedule as `lintutor.causal.causal_linear_attention_chunked(normalize=False)`:
+
+    o_c = tril(q_c k_c^T) v_c + q_c S        intra-chunk masked matmul + earlier chunks' state
+    S  <- S + k_c^T v_c                       (D, E) state, fp32
+
+One kernel, `_chunk_scan_kernel`, walks the chunks of a segment of the sequence and keeps S
+in registers. With REVERSE it walks from the end and masks s >= t instead: the backward pass
+(`chunked_bwd.py`) is three such scans. Long sequences with few heads leave most of the GPU idle,
+so T is cut into NS segments: `_segment_state_kernel` sums k^T v over each segment, torch adds
+the segment states up (a prefix sum over NS small matrices), and the scan runs all segments at
+once, each from its prefix state. Grid: (E blocks, segments, B*H).
+
+Inputs are bf16/fp16/fp32 with any strides ((B, H, T, D) or fla's (B, T, H, D) without a copy);
+accumulation and the state are fp32; the dots run on the input dtype (tensor cores), as fla does.
+In the interpreter tiles are upcast to fp32 first (bf16 tl.dot is wrong there).
+
+Versions, each checked against lesson 03's reference before timing (H100 80GB HBM3, bf16,
+65,536 tokens per call, H * D = 2048, fla 0.6.0, torch 2.11, triton 3.6; memory floor 0.358 ms):
+  v1  C = 64, 64 columns of E per program, T cut into segments until there are 2 programs per
+      SM. D=64: 0.39 ms (T=1K), 0.59 ms (T=64K); D=128: 0.71 ms (T=1K), 1.11 ms (T=64K).
+  v2  D=128: C = 128, all 128 columns of E in one program, 8 warps, 4 programs per SM (from
+      `lintutor bench --tune`): 0.41 ms (T=1K), 0.66 ms (T=64K), but 0.72-0.76 ms at T=2K-4K
+      where the segment split kicked in (assets/bench_h100_v2.json).
+  v3  (this file) segments only below one program per SM: D=128 T=2K-4K 0.40 ms, D=64 T=8K
+      0.38 ms; 0.38-0.70 ms at every shape (assets/bench_h100.json).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from lintutor._validate import check_shapes
+from lintutor.kernels._interpret import dot_precision, interpreting, next_pow2
+
+
+@triton.jit
+def _chunk_scan_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr, s0_ptr, st_ptr,
+    T, seg_len, H, NS,
+    sq_b, sq_h, sq_t, sq_d,
+    sk_b, sk_h, sk_t, sk_d,
+    sv_b, sv_h, sv_t, sv_e,
+    so_b, so_h, so_t, so_e,
+    D: tl.constexpr, E: tl.constexpr, BD: tl.constexpr, BE: tl.constexpr, C: tl.constexpr,
+    REVERSE: tl.constexpr, HAS_S0: tl.constexpr, STORE_ST: tl.constexpr,
+    UPCAST: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """One program: E block i_e of head i_bh, segment i_s. s0/st are fp32 (B*H, NS, D, E)."""
+    i_e = tl.program_id(0).to(tl.int64)
+    i_s = tl.program_id(1).to(tl.int64)
+    i_bh = tl.program_id(2).to(tl.int64)
+    b, h = i_bh // H, i_bh % H
+    offs_d = tl.arange(0, BD)  # (BD,)
+    offs_e = i_e * BE + tl.arange(0, BE)  # (BE,)
+    offs_c = tl.arange(0, C)  # (C,)
+    mask_d, mask_e = offs_d < D, offs_e < E
+    mask_de = mask_d[:, None] & mask_e[None, :]  # (BD, BE)
+    s_offs = offs_d[:, None] * E + offs_e[None, :]  # (BD, BE) into a contiguous (D, E)
+    s_base = (i_bh * NS + i_s) * D * E
+    if HAS_S0:
+        S = tl.load(s0_ptr + s_base + s_offs, mask=mask_de, other=0.0)  # (BD, BE) fp32
+    else:
+        S = tl.zeros([BD, BE], dtype=tl.float32)
+    if REVERSE:
+        causal = offs_c[:, None] <= offs_c[None, :]  # (C, C): key s >= query t
+    else:
+        causal = offs_c[:, None] >= offs_c[None, :]  # (C, C): key s <= query t
+    seg_start = i_s * seg_len
+    seg_end = tl.minimum(seg_start + seg_len, T)
+    n_chunks = tl.cdiv(seg_end - seg_start, C)
+    q_base = q_ptr + b * sq_b + h * sq_h
+    k_base = k_ptr + b * sk_b + h * sk_h
+    v_base = v_ptr + b * sv_b + h * sv_h
+    o_base = o_ptr + b * so_b + h * so_h
+    for j in range(0, n_chunks):
+        if REVERSE:
+            c = n_chunks - 1 - j
+        else:
+            c = j
+        offs_t = seg_start + c * C + offs_c  # (C,)
+        mask_t = offs_t < seg_end
+        mask_td = mask_t[:, None] & mask_d[None, :]  # (C, BD)
+        mask_te = mask_t[:, None] & mask_e[None, :]  # (C, BE)
+        q = tl.load(
+            q_base + offs_t[:, None] * sq_t + offs_d[None, :] * sq_d, mask=mask_td, other=0.0
+        )  # (C, BD)
+        k = tl.load(
+            k_base + offs_t[:, None] * sk_t + offs_d[None, :] * sk_d, mask=mask_td, other=0.0
+        )  # (C, BD)
+        v = tl.load(
+            v_base + offs_t[:, None] * sv_t + offs_e[None, :] * sv_e, mask=mask_te, other=0.0
+        )  # (C, BE)
+        if UPCAST:
+            q, k, v = q.to(tl.float32), k.to(tl.float32), v.to(tl.float32)
+        scores = tl.dot(q, tl.trans(k), input_precision=PREC)  # (C, C) fp32
+        scores = tl.where(causal, scores, 0.0)
+        o = tl.dot(scores.to(v.dtype), v, input_precision=PREC)  # (C, BE) intra-chunk
+        o += tl.dot(q, S.to(q.dtype), input_precision=PREC)  # (C, BE) earlier chunks
+        tl.store(
+            o_base + offs_t[:, None] * so_t + offs_e[None, :] * so_e,
+            o.to(o_ptr.dtype.element_ty),
+            mask=mask_te,
+        )  # (C, BE)
+        S += tl.dot(tl.trans(k), v, input_precision=PREC)  # (BD, BE)
+    if STORE_ST:
+        last = 0 if REVERSE else NS - 1
+        if i_s == last:
+            tl.store(st_ptr + i_bh * D * E + s_offs, S, mask=mask_de)  # (BD, BE)
+
+
+@triton.jit
+def _segment_state_kernel(
+    k_ptr, v_ptr, st_ptr,
+    T, seg_len, H, NS,
+    sk_b, sk_h, sk_t, sk_d,
+    sv_b, sv_h, sv_t, sv_e,
+    D: tl.constexpr, E: tl.constexpr, BD: tl.constexpr, BE: tl.constexpr, C: tl.constexpr,
+    UPCAST: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """sum_{t in segment} k_t v_t^T for one (E block, segment, head) into st (B*H, NS, D, E)."""
+    i_e = tl.program_id(0).to(tl.int64)
+    i_s = tl.program_id(1).to(tl.int64)
+    i_bh = tl.program_id(2).to(tl.int64)
+    b, h = i_bh // H, i_bh % H
+    offs_d = tl.arange(0, BD)
+    offs_e = i_e * BE + tl.arange(0, BE)
+    offs_c = tl.arange(0, C)
+    mask_d, mask_e = offs_d < D, offs_e < E
+    S = tl.zeros([BD, BE], dtype=tl.float32)
+    seg_start = i_s * seg_len
+    seg_end = tl.minimum(seg_start + seg_len, T)
+    k_base = k_ptr + b * sk_b + h * sk_h
+    v_base = v_ptr + b * sv_b + h * sv_h
+    for start in range(seg_start, seg_end, C):
+        offs_t = start + offs_c  # (C,)
+        mask_t = offs_t < seg_end
+        k = tl.load(
+            k_base + offs_t[:, None] * sk_t + offs_d[None, :] * sk_d,
+            mask=mask_t[:, None] & mask_d[None, :],
+            other=0.0,
+        )  # (C, BD)
+        v = tl.load(
+            v_base + offs_t[:, None] * sv_t + offs_e[None, :] * sv_e,
+            mask=mask_t[:, None] & mask_e[None, :],
+            other=0.0,
+        )  # (C, BE)
+        if UPCAST:
+            k, v = k.to(tl.float32), v.to(tl.float32)
+        S += tl.dot(tl.trans(k), v, input_precision=PREC)  # (BD, BE)
+    s_offs = offs_d[:, None] * E + offs_e[None, :]
+    tl.store(st_ptr + (i_bh * NS + i_s) * D * E + s_offs, S, mask=mask_d[:, None] & mask_e[None, :])
+
+
+def _num_sms(device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 1
+
+
+def _config(D: int, E: int) -> tuple[int, int, int, int, int]:
+    """(C, BE, num_warps, num_stages, programs per SM) for a scan over (D, E).
+
+    From the sweep on an H100 (bf16, 65,536 tokens; `lintutor bench --tune`): D = 64 wants
+    C = 64 with 64 columns of E and 4 warps; D = 128 wants C = 128 and all 128 columns in one
+    program with 8 warps (0.38 ms instead of 0.69 ms at T = 1K: q k^T is computed once, not
+    once per E block), and 4 programs per SM at long T.
+    """
+    if next_pow2(D) >= 128:
+        return 128, min(128, next_pow2(E)), 8, 2, 4
+    return 64, min(64, next_pow2(E)), 4, 2, 2
+
+
+def chunk_scan(q, k, v, initial_state=None, reverse=False, output_final_state=False,
+               chunk_size=None, num_segments=None, out=None, config=None,
+               programs_per_sm=None):  # fmt: skip
+    """o_t = sum_{s<=t} (q_t.k_s) v_s + S0^T q_t (s>=t with reverse) in Triton; layout (B,H,T,*).
+
+    q, k (B, H, T, D) and v (B, H, T, E) may have any strides. Returns (o, S_final or None)
+    with o in v's dtype and S (B, H, D, E) fp32. O(T*C*(D+E) + T*D*E) work. config =
+    (BE, num_warps, num_stages) and programs_per_sm (how many segments to cut T into) are for
+    tuning; None takes the defaults from `_config`, as does chunk_size=None.
+    """
+    B, H, T, D = q.shape
+    E = v.shape[-1]
+    C0, BE, warps, stages, ppsm = _config(D, E)
+    C = chunk_size or C0
+    BD = next_pow2(D)
+    BE, warps, stages = config or (BE, warps, stages)
+    programs_per_sm = programs_per_sm or ppsm
+    n_e = triton.cdiv(E, BE)
+    n_chunks = max(1, triton.cdiv(T, C))
+    if num_segments is None:
+        # one program per SM already streams at the copy rate; segments cost a second read of
+        # k and v (the state pass) and are only worth it below that
+        sms = _num_sms(q.device)
+        want = programs_per_sm * sms
+        num_segments = 1 if B * H * n_e >= sms else triton.cdiv(want, B * H * n_e)
+    NS = max(1, min(num_segments, n_chunks))
+    seg_len = triton.cdiv(n_chunks, NS) * C
+    NS = max(1, triton.cdiv(max(T, 1), seg_len))
+    o = out if out is not None else torch.empty(B, H, T, E, device=q.device, dtype=v.dtype)
+    s0 = None
+    if initial_state is not None:
+        s0 = initial_state.to(torch.float32).reshape(B * H, 1, D, E).contiguous()
+    upcast = interpreting()
+    prec = dot_precision(q.dtype)
+    if NS > 1:
+        local = torch.empty(B * H, NS, D, E, device=q.device, dtype=torch.float32)
+        _segment_state_kernel[(n_e, NS, B * H)](
+            k, v, local, T, seg_len, H, NS, *k.stride(), *v.stride(),
+            D=D, E=E, BD=BD, BE=BE, C=C, UPCAST=upcast, PREC=prec,
+            num_warps=warps, num_stages=stages,
+        )  # fmt: skip
+        if reverse:  # state entering segment i: sum of segments after it
+            prefix = local.flip(1).cumsum(1).flip(1) - local
+        else:  # state entering segment i: sum of segments before it
+            prefix = local.cumsum(1) - local
+        s0 = prefix if s0 is None else prefix + s0
+        s0 = s0.contiguous()
+    st = None
+    if output_final_state:
+        st = torch.empty(B, H, D, E, device=q.device, dtype=torch.float32)
+    _chunk_scan_kernel[(n_e, NS, B * H)](
+        q, k, v, o, s0, st, T, seg_len, H, NS,
+        *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+        D=D, E=E, BD=BD, BE=BE, C=C, REVERSE=reverse, HAS_S0=s0 is not None,
+        STORE_ST=output_final_state, UPCAST=upcast, PREC=prec,
+        num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return o, st
+
+
+def _check_kernel_inputs(q, k, v):
+    check_shapes(q=(q, "B H T D"), k=(k, "B H T D"), v=(v, "B H T E"))
+    for name, x in (("k", k), ("v", v)):
+        if x.dtype != q.dtype or x.device != q.device:
+            raise TypeError(
+                f"{name}: expected {q.dtype} on {q.device} like q, got {x.dtype} on {x.device}"
+            )
+    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"q: the kernels take float32, float16 or bfloat16, got {q.dtype}")
+    D, E = q.shape[-1], v.shape[-1]
+    if not (16 <= D <= 256 and 16 <= E <= 256):
+        raise ValueError(f"the kernels need 16 <= D, E <= 256 (tl.dot tiles), got D={D}, E={E}")
+    if q.device.type == "cpu" and not interpreting():
+        raise RuntimeError(
+            "CPU tensors need Triton's interpreter: set os.environ['TRITON_INTERPRET'] = '1' "
+            "before anything imports triton (restart the kernel), or move the tensors to a GPU"
+        )
+
+
+def causal_linear_attention_triton(
+    q, k, v, normalize=True, initial_state=None, output_final_state=False, eps=1e-6,
+    chunk_size=None,
+):  # fmt: skip
+    """Causal linear attention in Triton, differentiable; the signature of lesson 03's forms.
+
+    normalize=False is plain causal linear attention, state S (B, H, D, E) fp32. normalize=True
+    divides by z_t . q_t (+ eps): the denominator is the same scan with v = ones, state (S, z).
+    O(T*C*(D+E) + T*D*E) time; gradients flow to q, k, v and the initial state. chunk_size
+    (16, 32, 64 or 128) changes the speed, not the result; None picks the tuned one (64 for
+    D <= 64, 128 above), where lesson 03's forms default to 64.
+    """
+    from lintutor.kernels.chunked_bwd import ChunkedLinearAttention
+
+    _check_kernel_inputs(q, k, v)
+    if chunk_size is not None and chunk_size not in (16, 32, 64, 128):
+        raise ValueError(f"chunk_size must be 16, 32, 64 or 128 in the kernels, got {chunk_size}")
+    B, H, T, D = q.shape
+    S0, z0 = None, None
+    if initial_state is not None:
+        if normalize:
+            if not (isinstance(initial_state, (tuple, list)) and len(initial_state) == 2):
+                raise TypeError("initial_state: with normalize=True the state is the tuple (S, z)")
+            S0, z0 = initial_state
+            check_shapes(q=(q, "B H T D"), v=(v, "B H T E"), S=(S0, "B H D E"), z=(z0, "B H D"))
+        else:
+            if not isinstance(initial_state, torch.Tensor):
+                raise TypeError("initial_state: with normalize=False the state is the tensor S")
+            S0 = initial_state
+            check_shapes(q=(q, "B H T D"), v=(v, "B H T E"), initial_state=(S0, "B H D E"))
+    o, S = ChunkedLinearAttention.apply(q, k, v, S0, chunk_size)  # (B, H, T, E), (B, H, D, E)
+    if not normalize:
+        return (o, S) if output_final_state else o
+    ones = q.new_ones(B, H, T, 16)  # the normalizer as a scan of v = 1 (16: smallest dot tile)
+    zs = None if z0 is None else z0.to(torch.float32).unsqueeze(-1).expand(B, H, D, 16)
+    den, zT = ChunkedLinearAttention.apply(q, k, ones, zs, chunk_size)  # (B, H, T, 16)
+    o = (o.float() / (den[..., :1].float() + eps)).to(v.dtype)  # (B, H, T, E)
+    if output_final_state:
+        return o, (S, zT[..., 0])
+    return o
