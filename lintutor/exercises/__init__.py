@@ -25,7 +25,7 @@ from lintutor.exercises.core import (
 )
 
 # Lesson modules, in course order. A lesson adds its module here.
-LESSON_MODULES = ("lesson01", "lesson04", "lesson05", "lesson08")
+LESSON_MODULES = ("lesson01", "lesson02", "lesson03", "lesson04", "lesson05", "lesson08")
 
 
 def all_exercises() -> dict[str, Exercise]:
