@@ -538,7 +538,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="lintutor bench", description=__doc__.split("\n")[0])
     add_arguments(p)
-    args = p.parse_args(argv)
+    return run_from_args(p.parse_args(argv))
+
+
+def run_from_args(args) -> int:
+    """Run what `add_arguments`' flags ask for; 1 with the reason when it cannot run here."""
     try:
         if args.lm:
             lm_curves(out_dir=args.out)

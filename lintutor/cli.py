@@ -110,17 +110,9 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from lintutor.bench import lm_curves, run
+    from lintutor.bench import run_from_args
 
-    try:
-        if args.lm:
-            lm_curves(out_dir=args.out)
-        else:
-            run(quick=args.quick, out_dir=args.out, do_tune=args.tune)
-    except RuntimeError as err:
-        print(err, file=sys.stderr)
-        return 1
-    return 0
+    return run_from_args(args)
 
 
 def main(argv=None) -> int:

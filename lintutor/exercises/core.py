@@ -81,6 +81,16 @@ class Exercise:
             yield f"random seed {seed}", sizes, self.make_inputs(dict(sizes), g)
 
 
+def randint(g: torch.Generator, lo: int, hi: int) -> int:
+    """A random integer in [lo, hi] from the case generator (for random case sizes)."""
+    return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+
+def normal(g: torch.Generator, *shape) -> torch.Tensor:
+    """A float64 standard-normal tensor from the case generator."""
+    return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+
 def _gen(seed: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed)

@@ -7,25 +7,16 @@ import math
 import torch
 
 from lintutor import softmax as ref
-from lintutor.exercises.core import Exercise, Wrong
-
-
-def _randint(g, lo, hi):
-    return int(torch.randint(lo, hi + 1, (1,), generator=g))
-
-
-def _normal(g, *shape):
-    return torch.randn(*shape, generator=g, dtype=torch.float64)
-
+from lintutor.exercises.core import Exercise, Wrong, normal, randint
 
 # --- 01.1 attention for one query ------------------------------------------------------------
 
 
 def _one_inputs(s, g):
     return {
-        "q": _normal(g, s["D"]),
-        "k": _normal(g, s["S"], s["D"]),
-        "v": _normal(g, s["S"], s["E"]),
+        "q": normal(g, s["D"]),
+        "k": normal(g, s["S"], s["D"]),
+        "v": normal(g, s["S"], s["E"]),
     }
 
 
@@ -63,9 +54,9 @@ EX_01_1 = Exercise(
         ("D != E", {"S": 5, "D": 6, "E": 3}),
     ],
     random_sizes=lambda g: {
-        "S": _randint(g, 2, 40),
-        "D": _randint(g, 2, 16),
-        "E": _randint(g, 1, 16),
+        "S": randint(g, 2, 40),
+        "D": randint(g, 2, 16),
+        "E": randint(g, 1, 16),
     },
     hints=(
         "Scores first: one number per key, how well the key matches q.",
@@ -89,9 +80,9 @@ EX_01_1 = Exercise(
 def _full_inputs(s, g):
     B, H, T, D, E = s["B"], s["H"], s["T"], s["D"], s["E"]
     return {
-        "q": _normal(g, B, H, T, D),
-        "k": _normal(g, B, H, T, D),
-        "v": _normal(g, B, H, T, E),
+        "q": normal(g, B, H, T, D),
+        "k": normal(g, B, H, T, D),
+        "v": normal(g, B, H, T, E),
         "causal": s["causal"],
     }
 
@@ -154,12 +145,12 @@ EX_01_2 = Exercise(
         ("D != E, causal", {"B": 2, "H": 2, "T": 6, "D": 5, "E": 3, "causal": True}),
     ],
     random_sizes=lambda g: {
-        "B": _randint(g, 1, 3),
-        "H": _randint(g, 1, 4),
-        "T": _randint(g, 2, 33),
-        "D": _randint(g, 2, 16),
-        "E": _randint(g, 1, 16),
-        "causal": bool(_randint(g, 0, 1)),
+        "B": randint(g, 1, 3),
+        "H": randint(g, 1, 4),
+        "T": randint(g, 2, 33),
+        "D": randint(g, 2, 16),
+        "E": randint(g, 1, 16),
+        "causal": bool(randint(g, 0, 1)),
     },
     time_dim=-2,
     hints=(
@@ -191,9 +182,9 @@ EX_01_2 = Exercise(
 
 def _mha_inputs(s, g):
     C = s["H"] * s["D"]
-    w = lambda: _normal(g, C, C) / math.sqrt(C)  # noqa: E731
+    w = lambda: normal(g, C, C) / math.sqrt(C)  # noqa: E731
     return {
-        "x": _normal(g, s["B"], s["T"], C),
+        "x": normal(g, s["B"], s["T"], C),
         "w_q": w(),
         "w_k": w(),
         "w_v": w(),
@@ -252,11 +243,11 @@ EX_01_3 = Exercise(
         ("B, H > 1", {"B": 3, "H": 4, "T": 6, "D": 2, "causal": False}),
     ],
     random_sizes=lambda g: {
-        "B": _randint(g, 1, 3),
-        "H": _randint(g, 2, 4),
-        "T": _randint(g, 2, 20),
-        "D": _randint(g, 2, 8),
-        "causal": bool(_randint(g, 0, 1)),
+        "B": randint(g, 1, 3),
+        "H": randint(g, 2, 4),
+        "T": randint(g, 2, 20),
+        "D": randint(g, 2, 8),
+        "causal": bool(randint(g, 0, 1)),
     },
     time_dim=-2,
     hints=(

@@ -10,22 +10,13 @@ import torch.nn.functional as F
 
 from lintutor import featuremaps as fm
 from lintutor import linear as ref
-from lintutor.exercises.core import Exercise, Wrong
-
-
-def _randint(g, lo, hi):
-    return int(torch.randint(lo, hi + 1, (1,), generator=g))
-
-
-def _normal(g, *shape):
-    return torch.randn(*shape, generator=g, dtype=torch.float64)
-
+from lintutor.exercises.core import Exercise, Wrong, normal, randint
 
 # --- 02.1 elu + 1 ----------------------------------------------------------------------------
 
 
 def _elu_inputs(s, g):
-    return {"x": 3 * _normal(g, s["B"], s["H"], s["T"], s["D"])}
+    return {"x": 3 * normal(g, s["B"], s["H"], s["T"], s["D"])}
 
 
 def _elu_no_plus_one(x):
@@ -61,10 +52,10 @@ EX_02_1 = Exercise(
         ("B, H > 1", {"B": 2, "H": 3, "T": 5, "D": 6}),
     ],
     random_sizes=lambda g: {
-        "B": _randint(g, 1, 3),
-        "H": _randint(g, 1, 3),
-        "T": _randint(g, 1, 20),
-        "D": _randint(g, 1, 16),
+        "B": randint(g, 1, 3),
+        "H": randint(g, 1, 3),
+        "T": randint(g, 1, 20),
+        "D": randint(g, 1, 16),
     },
     hints=(
         "The feature map must be positive everywhere and smooth; elu almost is.",
@@ -90,9 +81,9 @@ EX_02_1 = Exercise(
 def _la_inputs(s, g):
     B, H, T, S, D, E = s["B"], s["H"], s["T"], s["S"], s["D"], s["E"]
     return {
-        "q": fm.elu1(_normal(g, B, H, T, D)),
-        "k": fm.elu1(_normal(g, B, H, S, D)),
-        "v": _normal(g, B, H, S, E),
+        "q": fm.elu1(normal(g, B, H, T, D)),
+        "k": fm.elu1(normal(g, B, H, S, D)),
+        "v": normal(g, B, H, S, E),
         "normalize": s["normalize"],
     }
 
@@ -142,13 +133,13 @@ EX_02_2 = Exercise(
         ("no normalizer", {"B": 2, "H": 2, "T": 6, "S": 6, "D": 3, "E": 5, "normalize": False}),
     ],
     random_sizes=lambda g: {
-        "B": _randint(g, 1, 3),
-        "H": _randint(g, 1, 3),
-        "T": _randint(g, 1, 30),
-        "S": _randint(g, 1, 30),
-        "D": _randint(g, 1, 12),
-        "E": _randint(g, 1, 12),
-        "normalize": bool(_randint(g, 0, 1)),
+        "B": randint(g, 1, 3),
+        "H": randint(g, 1, 3),
+        "T": randint(g, 1, 30),
+        "S": randint(g, 1, 30),
+        "D": randint(g, 1, 12),
+        "E": randint(g, 1, 12),
+        "normalize": bool(randint(g, 0, 1)),
     },
     time_dim=-2,
     hints=(
@@ -184,8 +175,8 @@ EX_02_2 = Exercise(
 
 def _rf_inputs(s, g):
     return {
-        "x": 0.7 * _normal(g, s["B"], s["H"], s["T"], s["D"]),
-        "projection": _normal(g, s["D"], s["M"]),
+        "x": 0.7 * normal(g, s["B"], s["H"], s["T"], s["D"]),
+        "projection": normal(g, s["D"], s["M"]),
     }
 
 
@@ -239,11 +230,11 @@ EX_02_3 = Exercise(
         ("B, H > 1", {"B": 2, "H": 3, "T": 5, "D": 6, "M": 16}),
     ],
     random_sizes=lambda g: {
-        "B": _randint(g, 1, 3),
-        "H": _randint(g, 1, 3),
-        "T": _randint(g, 1, 20),
-        "D": _randint(g, 1, 16),
-        "M": _randint(g, 1, 32),
+        "B": randint(g, 1, 3),
+        "H": randint(g, 1, 3),
+        "T": randint(g, 1, 20),
+        "D": randint(g, 1, 16),
+        "M": randint(g, 1, 32),
     },
     hints=(
         "Scale x by D^(-1/4) first (so phi(q) . phi(k) estimates exp(q . k / sqrt(D))), then "

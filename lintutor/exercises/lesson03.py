@@ -10,29 +10,21 @@ from __future__ import annotations
 import torch
 
 from lintutor import causal as ref
-from lintutor.exercises.core import Exercise, Wrong
+from lintutor.exercises.core import Exercise, Wrong, normal, randint
 from lintutor.featuremaps import elu1
-
-
-def _randint(g, lo, hi):
-    return int(torch.randint(lo, hi + 1, (1,), generator=g))
-
-
-def _normal(g, *shape):
-    return torch.randn(*shape, generator=g, dtype=torch.float64)
 
 
 def _inputs(s, g):
     B, H, T, D, E = s["B"], s["H"], s["T"], s["D"], s["E"]
     kw = {
-        "q": elu1(_normal(g, B, H, T, D)),
-        "k": elu1(_normal(g, B, H, T, D)),
-        "v": _normal(g, B, H, T, E),
+        "q": elu1(normal(g, B, H, T, D)),
+        "k": elu1(normal(g, B, H, T, D)),
+        "v": normal(g, B, H, T, E),
         "normalize": s["normalize"],
         "initial_state": None,
     }
     if s["state"]:
-        S0 = _normal(g, B, H, D, E)
+        S0 = normal(g, B, H, D, E)
         z0 = 2 * torch.rand(B, H, D, generator=g, dtype=torch.float64)
         kw["initial_state"] = (S0, z0) if s["normalize"] else S0
     if "C" in s:
@@ -43,16 +35,16 @@ def _inputs(s, g):
 def _random_sizes(chunked):
     def sizes(g):
         out = {
-            "B": _randint(g, 1, 2),
-            "H": _randint(g, 1, 3),
-            "T": _randint(g, 1, 40),
-            "D": _randint(g, 1, 8),
-            "E": _randint(g, 1, 8),
-            "normalize": bool(_randint(g, 0, 1)),
-            "state": bool(_randint(g, 0, 1)),
+            "B": randint(g, 1, 2),
+            "H": randint(g, 1, 3),
+            "T": randint(g, 1, 40),
+            "D": randint(g, 1, 8),
+            "E": randint(g, 1, 8),
+            "normalize": bool(randint(g, 0, 1)),
+            "state": bool(randint(g, 0, 1)),
         }
         if chunked:
-            out["C"] = _randint(g, 1, 16)
+            out["C"] = randint(g, 1, 16)
         return out
 
     return sizes
@@ -393,10 +385,10 @@ EX_03_3 = Exercise(
 def _step_inputs(s, g):
     B, H, D, E = s["B"], s["H"], s["D"], s["E"]
     return {
-        "q_t": elu1(_normal(g, B, H, D)),
-        "k_t": elu1(_normal(g, B, H, D)),
-        "v_t": _normal(g, B, H, E),
-        "state": _normal(g, B, H, D, E),
+        "q_t": elu1(normal(g, B, H, D)),
+        "k_t": elu1(normal(g, B, H, D)),
+        "v_t": normal(g, B, H, E),
+        "state": normal(g, B, H, D, E),
         "normalize": False,
     }
 
@@ -439,10 +431,10 @@ EX_03_4 = Exercise(
         ("B, H > 1", {"B": 3, "H": 4, "D": 4, "E": 6}),
     ],
     random_sizes=lambda g: {
-        "B": _randint(g, 1, 3),
-        "H": _randint(g, 1, 4),
-        "D": _randint(g, 1, 10),
-        "E": _randint(g, 1, 10),
+        "B": randint(g, 1, 3),
+        "H": randint(g, 1, 4),
+        "D": randint(g, 1, 10),
+        "E": randint(g, 1, 10),
     },
     output_names=("o_t", "state"),
     hints=(

@@ -5,11 +5,7 @@ from __future__ import annotations
 import torch
 
 from lintutor import gated as ref
-from lintutor.exercises.core import Exercise, Wrong
-
-
-def _randint(g, lo, hi):
-    return int(torch.randint(lo, hi + 1, (1,), generator=g))
+from lintutor.exercises.core import Exercise, Wrong, randint
 
 
 def _gated_inputs(s, g):
@@ -25,12 +21,12 @@ def _gated_inputs(s, g):
 
 def _gated_random(g):
     return {
-        "B": _randint(g, 1, 3),
-        "H": _randint(g, 1, 3),
-        "T": _randint(g, 2, 24),
-        "D": _randint(g, 1, 6),
-        "E": _randint(g, 1, 6),
-        "vector": bool(_randint(g, 0, 1)),
+        "B": randint(g, 1, 3),
+        "H": randint(g, 1, 3),
+        "T": randint(g, 2, 24),
+        "D": randint(g, 1, 6),
+        "E": randint(g, 1, 6),
+        "vector": bool(randint(g, 0, 1)),
     }
 
 
@@ -185,9 +181,9 @@ EX_04_2 = Exercise(
         ("long T, strong gates", {"B": 1, "H": 1, "T": 700, "strength": 3.0}),
     ],
     random_sizes=lambda g: {
-        "B": _randint(g, 1, 3),
-        "H": _randint(g, 1, 3),
-        "T": _randint(g, 2, 40),
+        "B": randint(g, 1, 3),
+        "H": randint(g, 1, 3),
+        "T": randint(g, 2, 40),
     },
     time_dim=-2,
     hints=(

@@ -7,11 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lintutor import mamba as ref
-from lintutor.exercises.core import Exercise, Wrong
-
-
-def _randint(g, lo, hi):
-    return int(torch.randint(lo, hi + 1, (1,), generator=g))
+from lintutor.exercises.core import Exercise, Wrong, randint
 
 
 def _ssm_inputs(s, g, with_x=True, with_D=True):
@@ -40,11 +36,11 @@ SSM_SIZES = [
 
 def _ssm_random(g):
     return {
-        "b": _randint(g, 1, 3),
-        "T": _randint(g, 2, 20),
-        "d": _randint(g, 1, 5),
-        "N": _randint(g, 1, 6),
-        "discretization": ("simple", "zoh")[_randint(g, 0, 1)],
+        "b": randint(g, 1, 3),
+        "T": randint(g, 2, 20),
+        "d": randint(g, 1, 5),
+        "N": randint(g, 1, 6),
+        "discretization": ("simple", "zoh")[randint(g, 0, 1)],
     }
 
 

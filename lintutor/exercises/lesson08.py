@@ -10,26 +10,18 @@ from __future__ import annotations
 
 import torch
 
-from lintutor.exercises.core import Exercise, Wrong
+from lintutor.exercises.core import Exercise, Wrong, normal, randint
 from lintutor.kernels import teaching as ref
-
-
-def _randint(g, lo, hi):
-    return int(torch.randint(lo, hi + 1, (1,), generator=g))
-
-
-def _normal(g, *shape):
-    return torch.randn(*shape, generator=g, dtype=torch.float64)
 
 
 def _qkv(s, g):
     B, H, T, D, E = s["B"], s["H"], s["T"], s["D"], s["E"]
-    return {"q": _normal(g, B, H, T, D), "k": _normal(g, B, H, T, D), "v": _normal(g, B, H, T, E)}
+    return {"q": normal(g, B, H, T, D), "k": normal(g, B, H, T, D), "v": normal(g, B, H, T, E)}
 
 
 def _random_qkv(g):
-    return {"B": _randint(g, 1, 2), "H": _randint(g, 1, 2), "T": _randint(g, 1, 40),
-            "D": 16 * _randint(g, 1, 2), "E": 16 * _randint(g, 1, 2)}  # fmt: skip
+    return {"B": randint(g, 1, 2), "H": randint(g, 1, 2), "T": randint(g, 1, 40),
+            "D": 16 * randint(g, 1, 2), "E": 16 * randint(g, 1, 2)}  # fmt: skip
 
 
 SIZES = [
@@ -219,8 +211,8 @@ EX_08_2 = Exercise(
 
 def _step_inputs(s, g):
     B, H, D, E = s["B"], s["H"], s["D"], s["E"]
-    return {"q_t": _normal(g, B, H, D), "k_t": _normal(g, B, H, D), "v_t": _normal(g, B, H, E),
-            "state": _normal(g, B, H, D, E)}  # fmt: skip
+    return {"q_t": normal(g, B, H, D), "k_t": normal(g, B, H, D), "v_t": normal(g, B, H, E),
+            "state": normal(g, B, H, D, E)}  # fmt: skip
 
 
 def _step_old_state(q_t, k_t, v_t, state):
@@ -262,10 +254,10 @@ EX_08_3 = Exercise(
         ("sizes not powers of two", {"B": 2, "H": 1, "D": 5, "E": 7}),
     ],
     random_sizes=lambda g: {
-        "B": _randint(g, 1, 4),
-        "H": _randint(g, 1, 3),
-        "D": _randint(g, 2, 20),
-        "E": _randint(g, 2, 20),
+        "B": randint(g, 1, 4),
+        "H": randint(g, 1, 3),
+        "D": randint(g, 2, 20),
+        "E": randint(g, 2, 20),
     },  # fmt: skip
     hints=(
         "One program per (sequence, head). Load its (D, E) state, q, k, v; update; write both.",
