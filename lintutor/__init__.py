@@ -7,8 +7,9 @@ Glossary (every module uses these letters):
     C  chunk size               q, k, v  (B, H, T, D) / (B, H, T, D) / (B, H, T, E)
     phi  feature map            S_t state (B, H, D, E), z_t normalizer (B, H, D)
 
-Modules, in course order: softmax (01), causal (03), ...; exercises (the checker), notebook
-(lesson plumbing), plots, measure, doctor, cli.
+Modules, in course order: softmax (01); featuremaps, linear (02); causal, data, models (03);
+gated (04); mamba, mlla, vision, ablation (05); kernels, bench (08, need Triton). Plumbing:
+exercises (the checker), notebook, grade, plots, measure, doctor, cli.
 """
 
 __version__ = "0.1.0"
