@@ -490,21 +490,33 @@ LM_CONFIG = {"vocab_size": 64, "d_model": 128, "n_layers": 2, "n_heads": 2, "max
              "batch_size": 64, "seq_len": 256, "n_pairs": 16, "steps": 600, "lr": 3e-3}  # fmt: skip
 
 
-def lm_curves(device="cuda", out_dir="assets", config=None, log=print) -> dict:
+def lm_curves(device="cuda", out_dir="assets", config=None, log=print, drift=False) -> dict:
     """Train lesson 03's TinyLM on MQAR twice, torch chunked form vs the Triton kernel.
 
     Same seed, same batches; head dim 64 (d_model 128, 2 heads), elu+1 features, normalized.
-    Writes assets/lm_curves_<gpu>.json with both histories; returns them.
+    Writes assets/lm_curves_<gpu>.json with both histories; returns them. With drift=True it
+    trains four equivalent forms instead (chunked C=64 and C=32, parallel, kernel) and writes
+    assets/lm_drift_<gpu>.json: how far training alone spreads forms that compute one function.
     """
     import torch
 
+    from lintutor.causal import causal_linear_attention_chunked, causal_linear_attention_parallel
     from lintutor.data import mqar_batch_fn
     from lintutor.kernels import causal_linear_attention_triton
     from lintutor.models import TinyLM, train
 
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("the LM curves need a CUDA GPU; lesson 08 plots the stored ones")
     c = dict(LM_CONFIG, **(config or {}))
     runs = {}
     forms = {"torch_chunked": None, "triton": functools.partial(causal_linear_attention_triton)}
+    if drift:
+        forms = {
+            "torch_chunked_C64": None,
+            "torch_chunked_C32": functools.partial(causal_linear_attention_chunked, chunk_size=32),
+            "torch_parallel": causal_linear_attention_parallel,
+            "triton": causal_linear_attention_triton,
+        }
     for name, fn in forms.items():
         torch.manual_seed(0)
         kwargs = {"attention_fn": fn} if fn is not None else {}
@@ -523,7 +535,8 @@ def lm_curves(device="cuda", out_dir="assets", config=None, log=print) -> dict:
         name = result["versions"].get("gpu", "gpu").lower()
         tag = "h200" if "h200" in name else "h100" if "h100" in name else "gpu"
         os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, f"lm_curves_{tag}.json"), "w") as fh:
+        stem = "lm_drift" if drift else "lm_curves"
+        with open(os.path.join(out_dir, f"{stem}_{tag}.json"), "w") as fh:
             json.dump(result, fh, indent=1)
     return result
 
@@ -533,6 +546,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tune", action="store_true", help="also sweep the kernel's block sizes")
     p.add_argument("--out", default="assets", help="folder for the JSON result")
     p.add_argument("--lm", action="store_true", help="only train the LM with both forms")
+    p.add_argument(
+        "--lm-drift", action="store_true", help="only train the LM with four equal forms"
+    )
 
 
 def main(argv=None) -> int:
@@ -544,7 +560,9 @@ def main(argv=None) -> int:
 def run_from_args(args) -> int:
     """Run what `add_arguments`' flags ask for; 1 with the reason when it cannot run here."""
     try:
-        if args.lm:
+        if args.lm_drift:
+            lm_curves(out_dir=args.out, drift=True)
+        elif args.lm:
             lm_curves(out_dir=args.out)
         else:
             run(quick=args.quick, out_dir=args.out, do_tune=args.tune)

@@ -87,3 +87,18 @@ def test_stored_lm_curves_hold_both_forms_with_matching_first_loss():
         runs = json.load(fh)["runs"]
     a, b = runs["torch_chunked"]["loss"], runs["triton"]["loss"]
     assert len(a) == len(b) and a[0] == pytest.approx(b[0], rel=1e-3)
+
+
+def test_lm_curves_without_gpu_say_so(monkeypatch, capsys):
+    import argparse
+
+    import torch
+
+    from lintutor.bench import add_arguments, run_from_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    for flags in (["--lm"], ["--lm-drift"]):
+        assert run_from_args(p.parse_args(flags)) == 1
+        assert "need a CUDA GPU" in capsys.readouterr().err
