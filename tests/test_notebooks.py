@@ -5,14 +5,17 @@ solved:   each exercise cell replaced by the reference solution; every check pas
 Both modes log each check through $LINTUTOR_CHECK_LOG, so a check that never ran is caught too.
 """
 
+import copy
 import glob
 import json
 import os
 import time
+import warnings
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from lintutor.notebook import COLAB_SETUP, exercise_cells, solved
 
@@ -49,7 +52,14 @@ def test_notebook_layout(path):
         assert "raise NotImplementedError" in nb.cells[i].source, f"{name}: {ex_id} is unsolved"
 
 
-def _run(nb, path, log, timeout=600):
+# nbclient can wait forever for the reply to a cell that displays ipywidgets although the kernel
+# is idle (jupyter/nbclient#312, open): seen here once in three full CI runs. A cell that hangs
+# this way hits CELL_TIMEOUT and the notebook is run once more, from the start, on a new kernel.
+# Errors in a cell are never retried; a second timeout fails the test.
+CELL_TIMEOUT = 240
+
+
+def _run(nb, path, log):
     env_before = dict(os.environ)
     os.environ["LINTUTOR_CHECK_LOG"] = log
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
@@ -57,15 +67,27 @@ def _run(nb, path, log, timeout=600):
         # several notebooks run at once: one thread each, or torch's threads fight for the cores
         os.environ["OMP_NUM_THREADS"] = "1"
     try:
-        client = NotebookClient(
-            nb,
-            timeout=timeout,
-            kernel_name="python3",
-            resources={"metadata": {"path": os.path.dirname(path)}},
-        )
-        t0 = time.perf_counter()
-        client.execute()
-        return time.perf_counter() - t0
+        for attempt in (1, 2):
+            if os.path.exists(log):
+                os.remove(log)
+            run_nb = copy.deepcopy(nb)
+            client = NotebookClient(
+                run_nb,
+                timeout=CELL_TIMEOUT,
+                kernel_name="python3",
+                resources={"metadata": {"path": os.path.dirname(path)}},
+            )
+            t0 = time.perf_counter()
+            try:
+                client.execute()
+                return time.perf_counter() - t0
+            except (CellTimeoutError, DeadKernelError) as err:
+                if attempt == 2:
+                    raise
+                warnings.warn(
+                    f"{os.path.basename(path)}: {type(err).__name__} (nbclient#312?), ran it again",
+                    stacklevel=1,
+                )
     finally:
         os.environ.clear()
         os.environ.update(env_before)
