@@ -53,7 +53,7 @@ def test_notebook_layout(path):
 
 
 # nbclient can wait forever for the reply to a cell that displays ipywidgets although the kernel
-# is idle (jupyter/nbclient#312, open): seen here once in three full CI runs. A cell that hangs
+# is idle (jupyter/nbclient#312, open): seen here once in four full CI runs. A cell that hangs
 # this way hits CELL_TIMEOUT and the notebook is run once more, from the start, on a new kernel.
 # Errors in a cell are never retried; a second timeout fails the test.
 CELL_TIMEOUT = 240
