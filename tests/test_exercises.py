@@ -3,7 +3,7 @@ wrong implementation is rejected (and, where it is the first failure, named)."""
 
 import pytest
 
-from lintutor.exercises import all_exercises, check, run_check
+from lintutor.exercises import all_exercises, check, run_check, solution
 
 EXERCISES = list(all_exercises().values())
 
@@ -19,7 +19,11 @@ def test_reference_passes_50_seeds(ex):
 def test_each_exercise_has_hints_and_wrong_library(ex):
     assert len(ex.hints) == 3 and all(h.strip() for h in ex.hints)
     assert len(ex.wrong) >= 4, f"{ex.id}: at least 4 known wrong implementations"
-    assert ex.name == ex.reference.__name__ or ex.name, ex.id
+    assert ex.name.isidentifier(), f"{ex.id}: the learner's function name {ex.name!r}"
+    # the solution a learner gets (and the solved-notebook harness pastes) defines that name
+    namespace = {}
+    exec(solution(ex.id), namespace)
+    assert callable(namespace.get(ex.name)), f"{ex.id}: solution does not define {ex.name}"
 
 
 WRONG = [(ex, i) for ex in EXERCISES for i in range(len(ex.wrong))]
