@@ -7,10 +7,10 @@ The same schedule as `lintutor.causal.causal_linear_attention_chunked(normalize=
 
 One kernel, `_chunk_scan_kernel`, walks the chunks of a segment of the sequence and keeps S
 in registers. With REVERSE it walks from the end and masks s >= t instead: the backward pass
-(`chunked_bwd.py`) is three such scans. Long sequences with few heads leave most of the GPU idle,
-so T is cut into NS segments: `_segment_state_kernel` sums k^T v over each segment, torch adds
-the segment states up (a prefix sum over NS small matrices), and the scan runs all segments at
-once, each from its prefix state. Grid: (E blocks, segments, B*H).
+(`chunked_bwd.py`) uses it for dq (and, in its v1, for dk and dv). Long sequences with few heads
+leave most of the GPU idle, so T is cut into NS segments: `_segment_state_kernel` sums k^T v over
+each segment, and the scan runs all segments at once, each program first adding up the segment
+sums before its own (its starting state). Grid: (E blocks, segments, B*H).
 
 Inputs are bf16/fp16/fp32 with any strides ((B, H, T, D) or fla's (B, T, H, D) without a copy);
 accumulation and the state are fp32; the dots run on the input dtype (tensor cores), as fla does.
@@ -23,8 +23,16 @@ Versions, each checked against lesson 03's reference before timing (H100 80GB HB
   v2  D=128: C = 128, all 128 columns of E in one program, 8 warps, 4 programs per SM (from
       `lintutor bench --tune`): 0.41 ms (T=1K), 0.66 ms (T=64K), but 0.72-0.76 ms at T=2K-4K
       where the segment split kicked in (assets/bench_h100_v2.json).
-  v3  (this file) segments only below one program per SM: D=128 T=2K-4K 0.40 ms, D=64 T=8K
-      0.38 ms; 0.38-0.70 ms at every shape (assets/bench_h100.json).
+  v3  segments only below one program per SM: 0.38-0.70 ms at every shape, but D=64 was 1-13%
+      slower than fla's fused_chunk at T=512-4K and 1.5x at 16K (assets/bench_h100_v3.json).
+  v4  (this file) from a sweep and an Nsight Compute profile: 4 pipeline stages instead of 2
+      (one program per SM streams only with more loads in flight: D=64 T=16K 0.49 -> 0.38 ms),
+      64 columns of E at D=128 too (the two programs of a head read q, k once from DRAM and
+      once from L2), segments only below 3/4 of a program per SM and rounded down to whole
+      waves, the segment sums added inside the scan (no torch prefix sum), the final state
+      written only when asked (67 MB at T=512). D=64: 0.360-0.384 ms up to T=16K (0.97-1.00x
+      fla's fused_chunk), 0.56 ms at 32K-64K (0.95x, 0.61x); D=128: 0.376-0.402 ms up to 16K,
+      0.56 ms at 32K-64K (0.37-0.58x fla's chunk) (assets/bench_h100.json, bench_h100_v4a.json).
 """
 
 from __future__ import annotations
@@ -39,17 +47,21 @@ from lintutor.kernels._interpret import dot_precision, interpreting, next_pow2
 
 @triton.jit
 def _chunk_scan_kernel(
-    q_ptr, k_ptr, v_ptr, o_ptr, s0_ptr, st_ptr,
+    q_ptr, k_ptr, v_ptr, o_ptr, s0_ptr, loc_ptr, st_ptr,
     T, seg_len, H, NS,
     sq_b, sq_h, sq_t, sq_d,
     sk_b, sk_h, sk_t, sk_d,
     sv_b, sv_h, sv_t, sv_e,
     so_b, so_h, so_t, so_e,
     D: tl.constexpr, E: tl.constexpr, BD: tl.constexpr, BE: tl.constexpr, C: tl.constexpr,
-    REVERSE: tl.constexpr, HAS_S0: tl.constexpr, STORE_ST: tl.constexpr,
+    REVERSE: tl.constexpr, HAS_S0: tl.constexpr, HAS_LOC: tl.constexpr, STORE_ST: tl.constexpr,
     UPCAST: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
-    """One program: E block i_e of head i_bh, segment i_s. s0/st are fp32 (B*H, NS, D, E)."""
+    """One program: E block i_e of head i_bh, segment i_s.
+
+    s0 and st are fp32 (B*H, D, E); loc (B*H, NS, D, E) holds each segment's sum of k^T v, and
+    the program starts from s0 plus the segments before it (after it with REVERSE).
+    """
     i_e = tl.program_id(0).to(tl.int64)
     i_s = tl.program_id(1).to(tl.int64)
     i_bh = tl.program_id(2).to(tl.int64)
@@ -60,11 +72,17 @@ def _chunk_scan_kernel(
     mask_d, mask_e = offs_d < D, offs_e < E
     mask_de = mask_d[:, None] & mask_e[None, :]  # (BD, BE)
     s_offs = offs_d[:, None] * E + offs_e[None, :]  # (BD, BE) into a contiguous (D, E)
-    s_base = (i_bh * NS + i_s) * D * E
     if HAS_S0:
-        S = tl.load(s0_ptr + s_base + s_offs, mask=mask_de, other=0.0)  # (BD, BE) fp32
+        S = tl.load(s0_ptr + i_bh * D * E + s_offs, mask=mask_de, other=0.0)  # (BD, BE) fp32
     else:
         S = tl.zeros([BD, BE], dtype=tl.float32)
+    if HAS_LOC:  # the state entering this segment: the segments before it (after, reversed)
+        if REVERSE:
+            j0, j1 = i_s + 1, NS
+        else:
+            j0, j1 = 0, i_s
+        for j in range(j0, j1):
+            S += tl.load(loc_ptr + (i_bh * NS + j) * D * E + s_offs, mask=mask_de, other=0.0)
     if REVERSE:
         causal = offs_c[:, None] <= offs_c[None, :]  # (C, C): key s >= query t
     else:
@@ -105,7 +123,7 @@ def _chunk_scan_kernel(
             o.to(o_ptr.dtype.element_ty),
             mask=mask_te,
         )  # (C, BE)
-        S += tl.dot(tl.trans(k), v, input_precision=PREC)  # (BD, BE)
+        S = tl.dot(tl.trans(k), v, acc=S, input_precision=PREC)  # (BD, BE) += k_c^T v_c
     if STORE_ST:
         last = 0 if REVERSE else NS - 1
         if i_s == last:
@@ -150,7 +168,7 @@ def _segment_state_kernel(
         )  # (C, BE)
         if UPCAST:
             k, v = k.to(tl.float32), v.to(tl.float32)
-        S += tl.dot(tl.trans(k), v, input_precision=PREC)  # (BD, BE)
+        S = tl.dot(tl.trans(k), v, acc=S, input_precision=PREC)  # (BD, BE)
     s_offs = offs_d[:, None] * E + offs_e[None, :]
     tl.store(st_ptr + (i_bh * NS + i_s) * D * E + s_offs, S, mask=mask_d[:, None] & mask_e[None, :])
 
@@ -161,17 +179,59 @@ def _num_sms(device) -> int:
     return 1
 
 
+# Below this many programs per SM a scan is cut into segments (see `num_segments`).
+SEGMENT_BELOW = 0.75
+
+
 def _config(D: int, E: int) -> tuple[int, int, int, int, int]:
     """(C, BE, num_warps, num_stages, programs per SM) for a scan over (D, E).
 
-    From the sweep on an H100 (bf16, 65,536 tokens; `lintutor bench --tune`): D = 64 wants
-    C = 64 with 64 columns of E and 4 warps; D = 128 wants C = 128 and all 128 columns in one
-    program with 8 warps (0.38 ms instead of 0.69 ms at T = 1K: q k^T is computed once, not
-    once per E block), and 4 programs per SM at long T.
+    From the sweeps on an H100 (bf16, 65,536 tokens; `lintutor bench --tune`): C = 64, 64
+    columns of E per program, 4 warps and 4 pipeline stages (D = 64: 0.360 ms at T = 512,
+    0.380 ms at T = 16K where 2 stages gave 0.49 ms). At D = 128 the two programs of a head
+    (E blocks) run side by side and read q and k once from memory, the second time from L2:
+    0.38 ms at T = 16K against 0.64 ms for one program over all 128 columns. Long T: about
+    2 (D = 64) or 1 (D = 128) programs per SM.
     """
-    if next_pow2(D) >= 128:
-        return 128, min(128, next_pow2(E)), 8, 2, 4
-    return 64, min(64, next_pow2(E)), 4, 2, 2
+    return 64, min(64, next_pow2(E)), 4, 4, 1 if next_pow2(D) >= 128 else 2
+
+
+def segments_for(programs: int, n_chunks: int, device, programs_per_sm: int) -> int:
+    """How many segments to cut T into when `programs` (B*H*E blocks) would each scan all of it.
+
+    One program streams at most ~28 GB/s on an H100, so a grid with fewer programs than about
+    3/4 of the SMs leaves bandwidth unused. Segments fix that at the cost of a second read of
+    the two tensors whose state they sum (k and v), so they are used only below that.
+    """
+    sms = _num_sms(device)
+    if programs >= SEGMENT_BELOW * sms:
+        return 1
+    # rounded down: one more segment than fits in a wave leaves a tail (measured: 192 programs
+    # on 132 SMs took 0.67 ms where 128 took 0.55 ms)
+    return max(1, min(n_chunks, programs_per_sm * sms // programs))
+
+
+def segment_states(k, v, NS, seg_len, C, BE, warps, stages):
+    """(B*H, NS, D, E) fp32: sum of k_t v_t^T over each of NS segments of seg_len tokens."""
+    B, H, T, D = k.shape
+    E = v.shape[-1]
+    local = torch.empty(B * H, NS, D, E, device=k.device, dtype=torch.float32)
+    _segment_state_kernel[(triton.cdiv(E, BE), NS, B * H)](
+        k, v, local, T, seg_len, H, NS, *k.stride(), *v.stride(),
+        D=D, E=E, BD=next_pow2(D), BE=BE, C=C, UPCAST=interpreting(),
+        PREC=dot_precision(k.dtype), num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return local
+
+
+def segmenting(B, H, T, n_e, C, device, programs_per_sm, num_segments_=None):
+    """(NS, seg_len): segments of whole chunks covering T, NS >= 1."""
+    n_chunks = max(1, triton.cdiv(T, C))
+    if num_segments_ is None:
+        num_segments_ = segments_for(B * H * n_e, n_chunks, device, programs_per_sm)
+    NS = max(1, min(num_segments_, n_chunks))
+    seg_len = triton.cdiv(n_chunks, NS) * C
+    return max(1, triton.cdiv(max(T, 1), seg_len)), seg_len
 
 
 def chunk_scan(q, k, v, initial_state=None, reverse=False, output_final_state=False,
@@ -181,55 +241,30 @@ def chunk_scan(q, k, v, initial_state=None, reverse=False, output_final_state=Fa
 
     q, k (B, H, T, D) and v (B, H, T, E) may have any strides. Returns (o, S_final or None)
     with o in v's dtype and S (B, H, D, E) fp32. O(T*C*(D+E) + T*D*E) work. config =
-    (BE, num_warps, num_stages) and programs_per_sm (how many segments to cut T into) are for
-    tuning; None takes the defaults from `_config`, as does chunk_size=None.
+    (BE, num_warps, num_stages), num_segments and programs_per_sm (how many segments to cut T
+    into) are for tuning; None takes the defaults from `_config`, as does chunk_size=None.
     """
     B, H, T, D = q.shape
     E = v.shape[-1]
     C0, BE, warps, stages, ppsm = _config(D, E)
     C = chunk_size or C0
-    BD = next_pow2(D)
     BE, warps, stages = config or (BE, warps, stages)
-    programs_per_sm = programs_per_sm or ppsm
     n_e = triton.cdiv(E, BE)
-    n_chunks = max(1, triton.cdiv(T, C))
-    if num_segments is None:
-        # one program per SM already streams at the copy rate; segments cost a second read of
-        # k and v (the state pass) and are only worth it below that
-        sms = _num_sms(q.device)
-        want = programs_per_sm * sms
-        num_segments = 1 if B * H * n_e >= sms else triton.cdiv(want, B * H * n_e)
-    NS = max(1, min(num_segments, n_chunks))
-    seg_len = triton.cdiv(n_chunks, NS) * C
-    NS = max(1, triton.cdiv(max(T, 1), seg_len))
+    NS, seg_len = segmenting(B, H, T, n_e, C, q.device, programs_per_sm or ppsm, num_segments)
     o = out if out is not None else torch.empty(B, H, T, E, device=q.device, dtype=v.dtype)
     s0 = None
     if initial_state is not None:
-        s0 = initial_state.to(torch.float32).reshape(B * H, 1, D, E).contiguous()
-    upcast = interpreting()
-    prec = dot_precision(q.dtype)
-    if NS > 1:
-        local = torch.empty(B * H, NS, D, E, device=q.device, dtype=torch.float32)
-        _segment_state_kernel[(n_e, NS, B * H)](
-            k, v, local, T, seg_len, H, NS, *k.stride(), *v.stride(),
-            D=D, E=E, BD=BD, BE=BE, C=C, UPCAST=upcast, PREC=prec,
-            num_warps=warps, num_stages=stages,
-        )  # fmt: skip
-        if reverse:  # state entering segment i: sum of segments after it
-            prefix = local.flip(1).cumsum(1).flip(1) - local
-        else:  # state entering segment i: sum of segments before it
-            prefix = local.cumsum(1) - local
-        s0 = prefix if s0 is None else prefix + s0
-        s0 = s0.contiguous()
+        s0 = initial_state.to(torch.float32).reshape(B * H, D, E).contiguous()
+    local = segment_states(k, v, NS, seg_len, C, BE, warps, stages) if NS > 1 else None
     st = None
     if output_final_state:
         st = torch.empty(B, H, D, E, device=q.device, dtype=torch.float32)
     _chunk_scan_kernel[(n_e, NS, B * H)](
-        q, k, v, o, s0, st, T, seg_len, H, NS,
+        q, k, v, o, s0, local, st, T, seg_len, H, NS,
         *q.stride(), *k.stride(), *v.stride(), *o.stride(),
-        D=D, E=E, BD=BD, BE=BE, C=C, REVERSE=reverse, HAS_S0=s0 is not None,
-        STORE_ST=output_final_state, UPCAST=upcast, PREC=prec,
-        num_warps=warps, num_stages=stages,
+        D=D, E=E, BD=next_pow2(D), BE=BE, C=C, REVERSE=reverse, HAS_S0=s0 is not None,
+        HAS_LOC=local is not None, STORE_ST=output_final_state, UPCAST=interpreting(),
+        PREC=dot_precision(q.dtype), num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return o, st
 
@@ -283,12 +318,13 @@ def causal_linear_attention_triton(
                 raise TypeError("initial_state: with normalize=False the state is the tensor S")
             S0 = initial_state
             check_shapes(q=(q, "B H T D"), v=(v, "B H T E"), initial_state=(S0, "B H D E"))
-    o, S = ChunkedLinearAttention.apply(q, k, v, S0, chunk_size)  # (B, H, T, E), (B, H, D, E)
+    want = output_final_state
+    o, S = ChunkedLinearAttention.apply(q, k, v, S0, chunk_size, want)  # (B,H,T,E), (B,H,D,E)
     if not normalize:
         return (o, S) if output_final_state else o
     ones = q.new_ones(B, H, T, 16)  # the normalizer as a scan of v = 1 (16: smallest dot tile)
     zs = None if z0 is None else z0.to(torch.float32).unsqueeze(-1).expand(B, H, D, 16)
-    den, zT = ChunkedLinearAttention.apply(q, k, ones, zs, chunk_size)  # (B, H, T, 16)
+    den, zT = ChunkedLinearAttention.apply(q, k, ones, zs, chunk_size, want)  # (B, H, T, 16)
     o = (o.float() / (den[..., :1].float() + eps)).to(v.dtype)  # (B, H, T, E)
     if output_final_state:
         return o, (S, zT[..., 0])

@@ -1,4 +1,4 @@
-"""Backward of chunked causal linear attention, as three scans of the forward kernel (lesson 08).
+"""Backward of chunked causal linear attention (lesson 08).
 
 With S_t = S_0 + sum_{s<=t} k_s v_s^T and o_t = S_t^T q_t, and G_s = dS_T + sum_{t>=s} q_t do_t^T
 the state gradient walked backwards in time:
@@ -8,46 +8,347 @@ the state gradient walked backwards in time:
     dk_s = G_s v_s    = sum_{t>=s} (v_s . do_t) q_t + dS_T v_s    reverse scan of (v, do, q; dS_T^T)
     dS_0 = G_1        = the final state of the dv scan
 
-So the backward is the forward kernel three times with the roles of q, k, v permuted; no
-forward state is stored between the passes (only q, k, v and S_0).
+dq is the forward kernel with the roles of q, k, v permuted. dk and dv share G, so one reverse
+kernel computes both per chunk c (rows s, columns t, s <= t kept):
 
-Versions (H100 80GB HBM3, bf16, 65,536 tokens, H * D = 2048; forward + backward):
-  v1  (this file) three scans, each with the segment split of `chunked.py`. It reads nine
-      (B, H, T, *) tensors and writes three; a fused dk/dv kernel would read two fewer.
-      With forward v3: 1.5-2.4 ms at D=64, 1.6-3.0 ms at D=128, 0.36-0.77x fla's
-      chunk_simple_gla (assets/bench_h100.json).
+    dv_c = tril^T(k_c q_c^T) do_c + k_c G        dk_c = tril^T(v_c do_c^T) q_c + v_c G^T
+    G   <- G + q_c^T do_c
+
+No forward state is stored between the passes (only q, k, v and S_0).
+
+Versions (H100 80GB HBM3, bf16, 65,536 tokens, H * D = 2048; forward + backward through
+autograd, forward v4 of `chunked.py` unless said otherwise):
+  v1  `backward="scans"`: three scans of the forward kernel (dq; dv; dk). Reads nine
+      (B, H, T, *) tensors and writes three. With forward v3: 1.5-2.4 ms at D=64, 1.6-3.0 ms at
+      D=128, 0.36-0.77x fla's chunk_simple_gla but 1.2-1.3x its fused_chunk at D=64
+      (assets/bench_h100_v3.json). The default above D, E = 64: the cards disagree there (H200,
+      T=512: v1 1.74 ms, v2 1.90 ms; H100, before forward v4's last retune: v1 1.97 ms, v2
+      1.71 ms), and a per-card choice is not made yet.
+  v2  `backward="dkdv"`: the dq scan + one fused dk/dv kernel (`_dkdv_kernel`): reads seven
+      tensors and writes three, and takes segments like the forward. D=64 T=512: 1.33 ms.
+  v3  `backward="onepass"`: `_bwd_kernel`, one program per head, dq walking forwards then
+      dk/dv walking back, so the chunks read last by the first walk are still in L2 for the
+      second: 0.60 ms alone on an H200 at D=64 T=512, below the 0.63 ms that its ten tensor
+      reads and writes take from DRAM. Needs 3 stages (2 stages: 0.71 ms). The default at
+      D, E <= 64 when one program per head fills the GPU, else v2.
+  With "auto" (v3/v2 at D=64, v1 at D=128): D=64 1.21-1.31 ms up to T=16K (0.95-0.96x fla's
+  fused_chunk, 0.42-0.43x its chunk), 1.87 ms at 32K-64K; D=128 1.49-1.60 ms up to 16K,
+  2.22 ms at 32K (0.33-0.52x fla's chunk) (assets/bench_h100.json).
 """
 
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
 
-from lintutor.kernels.chunked import chunk_scan
+from lintutor.kernels._interpret import dot_precision, interpreting, next_pow2
+from lintutor.kernels.chunked import chunk_scan, segment_states, segmenting, segments_for
+
+
+@triton.jit
+def _dkdv_kernel(
+    q_ptr, k_ptr, v_ptr, do_ptr, dk_ptr, dv_ptr, g0_ptr, loc_ptr, gout_ptr,
+    T, seg_len, H, NS,
+    sq_b, sq_h, sq_t, sq_d,
+    sk_b, sk_h, sk_t, sk_d,
+    sv_b, sv_h, sv_t, sv_e,
+    so_b, so_h, so_t, so_e,
+    D: tl.constexpr, E: tl.constexpr, BD: tl.constexpr, BE: tl.constexpr, C: tl.constexpr,
+    HAS_G0: tl.constexpr, HAS_LOC: tl.constexpr, STORE_G: tl.constexpr,
+    UPCAST: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """One program: segment i_s of head i_bh, walked from its last chunk to its first.
+
+    do, dv share v's strides (so_*), dk shares k's. g0 (dS_T) and gout (dS_0) are fp32
+    (B*H, D, E); loc (B*H, NS, D, E) holds each segment's sum of q^T do.
+    """
+    i_s = tl.program_id(0).to(tl.int64)
+    i_bh = tl.program_id(1).to(tl.int64)
+    b, h = i_bh // H, i_bh % H
+    offs_d = tl.arange(0, BD)
+    offs_e = tl.arange(0, BE)
+    offs_c = tl.arange(0, C)
+    mask_d, mask_e = offs_d < D, offs_e < E
+    mask_de = mask_d[:, None] & mask_e[None, :]
+    g_offs = offs_d[:, None] * E + offs_e[None, :]  # (BD, BE) into a contiguous (D, E)
+    if HAS_G0:
+        G = tl.load(g0_ptr + i_bh * D * E + g_offs, mask=mask_de, other=0.0)  # (BD, BE) fp32
+    else:
+        G = tl.zeros([BD, BE], dtype=tl.float32)
+    if HAS_LOC:  # the segments after this one
+        for j in range(i_s + 1, NS):
+            G += tl.load(loc_ptr + (i_bh * NS + j) * D * E + g_offs, mask=mask_de, other=0.0)
+    keep = offs_c[:, None] <= offs_c[None, :]  # (C, C): row s, column t, s <= t
+    seg_start = i_s * seg_len
+    seg_end = tl.minimum(seg_start + seg_len, T)
+    n_chunks = tl.cdiv(seg_end - seg_start, C)
+    q_base = q_ptr + b * sq_b + h * sq_h
+    k_base = k_ptr + b * sk_b + h * sk_h
+    v_base = v_ptr + b * sv_b + h * sv_h
+    do_base = do_ptr + b * so_b + h * so_h
+    dk_base = dk_ptr + b * sk_b + h * sk_h
+    dv_base = dv_ptr + b * so_b + h * so_h
+    for j in range(0, n_chunks):
+        offs_t = seg_start + (n_chunks - 1 - j) * C + offs_c  # (C,)
+        mask_t = offs_t < seg_end
+        mask_td = mask_t[:, None] & mask_d[None, :]
+        mask_te = mask_t[:, None] & mask_e[None, :]
+        td = offs_t[:, None] * sq_t + offs_d[None, :] * sq_d
+        q = tl.load(q_base + td, mask=mask_td, other=0.0)  # (C, BD)
+        kd = offs_t[:, None] * sk_t + offs_d[None, :] * sk_d
+        k = tl.load(k_base + kd, mask=mask_td, other=0.0)  # (C, BD)
+        v = tl.load(v_base + offs_t[:, None] * sv_t + offs_e[None, :] * sv_e, mask=mask_te,
+                    other=0.0)  # (C, BE)  # fmt: skip
+        oe = offs_t[:, None] * so_t + offs_e[None, :] * so_e
+        do = tl.load(do_base + oe, mask=mask_te, other=0.0)  # (C, BE)
+        if UPCAST:
+            q, k, v, do = q.to(tl.float32), k.to(tl.float32), v.to(tl.float32), do.to(tl.float32)
+        Gc = G.to(q.dtype)
+        a = tl.where(keep, tl.dot(k, tl.trans(q), input_precision=PREC), 0.0)  # (C, C) k_s.q_t
+        dv = tl.dot(a.to(q.dtype), do, input_precision=PREC)  # (C, BE)
+        dv = tl.dot(k, Gc, acc=dv, input_precision=PREC)
+        bm = tl.where(keep, tl.dot(v, tl.trans(do), input_precision=PREC), 0.0)  # v_s.do_t
+        dk = tl.dot(bm.to(q.dtype), q, input_precision=PREC)  # (C, BD)
+        dk = tl.dot(v, tl.trans(Gc), acc=dk, input_precision=PREC)
+        tl.store(dv_base + oe, dv.to(dv_ptr.dtype.element_ty), mask=mask_te)
+        tl.store(dk_base + kd, dk.to(dk_ptr.dtype.element_ty), mask=mask_td)
+        G = tl.dot(tl.trans(q), do, acc=G, input_precision=PREC)  # (BD, BE) += q_c^T do_c
+    if STORE_G:
+        if i_s == 0:
+            tl.store(gout_ptr + i_bh * D * E + g_offs, G, mask=mask_de)
+
+
+@triton.jit
+def _bwd_kernel(
+    q_ptr, k_ptr, v_ptr, do_ptr, dq_ptr, dk_ptr, dv_ptr, s0_ptr, g0_ptr, gout_ptr,
+    T, H,
+    sq_b, sq_h, sq_t, sq_d,
+    sk_b, sk_h, sk_t, sk_d,
+    sv_b, sv_h, sv_t, sv_e,
+    so_b, so_h, so_t, so_e,
+    D: tl.constexpr, E: tl.constexpr, BD: tl.constexpr, BE: tl.constexpr, C: tl.constexpr,
+    HAS_S0: tl.constexpr, HAS_G0: tl.constexpr, STORE_G: tl.constexpr,
+    UPCAST: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """One program per head: dq walking forwards, then dk and dv walking back (v3).
+
+    The backward pass reads k, v and do twice; the second walk starts where the first ended,
+    so the most recent chunks are still in L2. dq shares q's strides, dk k's, dv and do v's.
+    """
+    i_bh = tl.program_id(0).to(tl.int64)
+    b, h = i_bh // H, i_bh % H
+    offs_d = tl.arange(0, BD)
+    offs_e = tl.arange(0, BE)
+    offs_c = tl.arange(0, C)
+    mask_d, mask_e = offs_d < D, offs_e < E
+    mask_de = mask_d[:, None] & mask_e[None, :]
+    s_offs = offs_d[:, None] * E + offs_e[None, :]  # (BD, BE) into a contiguous (D, E)
+    q_base = q_ptr + b * sq_b + h * sq_h
+    k_base = k_ptr + b * sk_b + h * sk_h
+    v_base = v_ptr + b * sv_b + h * sv_h
+    do_base = do_ptr + b * so_b + h * so_h
+    n_chunks = tl.cdiv(T, C)
+    # walk 1: dq_t = S_t do_t, S_t = S_0 + sum_{s<=t} k_s v_s^T
+    if HAS_S0:
+        S = tl.load(s0_ptr + i_bh * D * E + s_offs, mask=mask_de, other=0.0)  # (BD, BE) fp32
+    else:
+        S = tl.zeros([BD, BE], dtype=tl.float32)
+    causal = offs_c[:, None] >= offs_c[None, :]  # (C, C): row t, column s, s <= t
+    for c in range(0, n_chunks):
+        offs_t = c * C + offs_c
+        mask_t = offs_t < T
+        mask_td = mask_t[:, None] & mask_d[None, :]
+        mask_te = mask_t[:, None] & mask_e[None, :]
+        kd = offs_t[:, None] * sk_t + offs_d[None, :] * sk_d
+        k = tl.load(k_base + kd, mask=mask_td, other=0.0)  # (C, BD)
+        v = tl.load(v_base + offs_t[:, None] * sv_t + offs_e[None, :] * sv_e, mask=mask_te,
+                    other=0.0)  # (C, BE)  # fmt: skip
+        oe = offs_t[:, None] * so_t + offs_e[None, :] * so_e
+        do = tl.load(do_base + oe, mask=mask_te, other=0.0)  # (C, BE)
+        if UPCAST:
+            k, v, do = k.to(tl.float32), v.to(tl.float32), do.to(tl.float32)
+        a = tl.where(causal, tl.dot(do, tl.trans(v), input_precision=PREC), 0.0)  # do_t.v_s
+        dq = tl.dot(a.to(k.dtype), k, input_precision=PREC)  # (C, BD)
+        dq = tl.dot(do, tl.trans(S.to(k.dtype)), acc=dq, input_precision=PREC)
+        qd = offs_t[:, None] * sq_t + offs_d[None, :] * sq_d
+        tl.store(dq_ptr + b * sq_b + h * sq_h + qd, dq.to(dq_ptr.dtype.element_ty), mask=mask_td)
+        S = tl.dot(tl.trans(k), v, acc=S, input_precision=PREC)
+    # walk 2: dv_s = G_s^T k_s, dk_s = G_s v_s, G_s = dS_T + sum_{t>=s} q_t do_t^T
+    if HAS_G0:
+        G = tl.load(g0_ptr + i_bh * D * E + s_offs, mask=mask_de, other=0.0)
+    else:
+        G = tl.zeros([BD, BE], dtype=tl.float32)
+    keep = offs_c[:, None] <= offs_c[None, :]  # (C, C): row s, column t, s <= t
+    for j in range(0, n_chunks):
+        offs_t = (n_chunks - 1 - j) * C + offs_c
+        mask_t = offs_t < T
+        mask_td = mask_t[:, None] & mask_d[None, :]
+        mask_te = mask_t[:, None] & mask_e[None, :]
+        q = tl.load(q_base + offs_t[:, None] * sq_t + offs_d[None, :] * sq_d, mask=mask_td,
+                    other=0.0)  # (C, BD)  # fmt: skip
+        kd = offs_t[:, None] * sk_t + offs_d[None, :] * sk_d
+        k = tl.load(k_base + kd, mask=mask_td, other=0.0)
+        v = tl.load(v_base + offs_t[:, None] * sv_t + offs_e[None, :] * sv_e, mask=mask_te,
+                    other=0.0)  # fmt: skip
+        oe = offs_t[:, None] * so_t + offs_e[None, :] * so_e
+        do = tl.load(do_base + oe, mask=mask_te, other=0.0)
+        if UPCAST:
+            q, k, v, do = q.to(tl.float32), k.to(tl.float32), v.to(tl.float32), do.to(tl.float32)
+        Gc = G.to(q.dtype)
+        a = tl.where(keep, tl.dot(k, tl.trans(q), input_precision=PREC), 0.0)
+        dv = tl.dot(a.to(q.dtype), do, input_precision=PREC)
+        dv = tl.dot(k, Gc, acc=dv, input_precision=PREC)
+        bm = tl.where(keep, tl.dot(v, tl.trans(do), input_precision=PREC), 0.0)
+        dk = tl.dot(bm.to(q.dtype), q, input_precision=PREC)
+        dk = tl.dot(v, tl.trans(Gc), acc=dk, input_precision=PREC)
+        tl.store(dv_ptr + b * so_b + h * so_h + oe, dv.to(dv_ptr.dtype.element_ty), mask=mask_te)
+        tl.store(dk_ptr + b * sk_b + h * sk_h + kd, dk.to(dk_ptr.dtype.element_ty), mask=mask_td)
+        G = tl.dot(tl.trans(q), do, acc=G, input_precision=PREC)
+    if STORE_G:
+        tl.store(gout_ptr + i_bh * D * E + s_offs, G, mask=mask_de)
+
+
+def _bwd_config(D: int, E: int, kernel: str) -> tuple[int, int, int, int]:
+    """(C, num_warps, num_stages, programs per SM) for `_bwd_kernel` or `_dkdv_kernel`.
+
+    From the sweep on an H200 (bf16, 65,536 tokens, `lintutor bench --tune`): at D = E = 64 the
+    one-pass kernel wants 3 stages (0.60 ms at T = 512 where 2 stages gave 0.71 ms).
+    """
+    if max(next_pow2(D), next_pow2(E)) >= 128:
+        return 64, 8, 2, 2
+    return (64, 4, 3, 1) if kernel == "onepass" else (64, 4, 2, 2)
+
+
+def dkdv(q, k, v, do, dS=None, output_dS0=False, chunk_size=None, num_segments=None,
+         config=None):  # fmt: skip
+    """(dk, dv, dS_0 or None) in one reverse pass; dS (B, H, D, E) is the final state's grad.
+
+    Needs D, E <= 128 (the whole (D, E) state in one program). config = (C, warps, stages,
+    programs per SM) for tuning.
+    """
+    B, H, T, D = q.shape
+    E = v.shape[-1]
+    C, warps, stages, ppsm = config or _bwd_config(D, E, "dkdv")
+    C = chunk_size or C
+    BD, BE = next_pow2(D), next_pow2(E)
+    NS, seg_len = segmenting(B, H, T, 1, C, q.device, ppsm, num_segments)
+    k, dk = _dense_like(k)  # the kernel writes dk with k's strides, dv with do's
+    do, dv = _dense_like(do)
+    g0 = None if dS is None else dS.to(torch.float32).reshape(B * H, D, E).contiguous()
+    local = None
+    if NS > 1:
+        local = segment_states(q, do, NS, seg_len, C, min(BE, 64), 4, 2)
+    gout = torch.empty(B, H, D, E, device=q.device, dtype=torch.float32) if output_dS0 else None
+    _dkdv_kernel[(NS, B * H)](
+        q, k, v, do, dk, dv, g0, local, gout, T, seg_len, H, NS,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(),
+        D=D, E=E, BD=BD, BE=BE, C=C, HAS_G0=g0 is not None, HAS_LOC=local is not None,
+        STORE_G=output_dS0, UPCAST=interpreting(), PREC=dot_precision(q.dtype),
+        num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return dk, dv, gout
+
+
+def _dense_like(x):
+    """(x, an empty tensor with x's strides); x is copied to dense first if it is not dense."""
+    out = torch.empty_like(x)
+    if out.stride() != x.stride():
+        x = x.contiguous()
+        out = torch.empty_like(x)
+    return (x, out)
+
+
+def bwd_onepass(q, k, v, do, S0=None, dS=None, output_dS0=False, chunk_size=None,
+                config=None):  # fmt: skip
+    """(dq, dk, dv, dS_0 or None) from `_bwd_kernel`: one program per head, no segments."""
+    B, H, T, D = q.shape
+    E = v.shape[-1]
+    C, warps, stages, _ = config or _bwd_config(D, E, "onepass")
+    C = chunk_size or C
+    q, dq = _dense_like(q)
+    k, dk = _dense_like(k)
+    do, dv = _dense_like(do)
+    s0 = None if S0 is None else S0.to(torch.float32).reshape(B * H, D, E).contiguous()
+    g0 = None if dS is None else dS.to(torch.float32).reshape(B * H, D, E).contiguous()
+    gout = torch.empty(B, H, D, E, device=q.device, dtype=torch.float32) if output_dS0 else None
+    _bwd_kernel[(B * H,)](
+        q, k, v, do, dq, dk, dv, s0, g0, gout, T, H,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(),
+        D=D, E=E, BD=next_pow2(D), BE=next_pow2(E), C=C, HAS_S0=s0 is not None,
+        HAS_G0=g0 is not None, STORE_G=output_dS0, UPCAST=interpreting(),
+        PREC=dot_precision(q.dtype), num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return dq, dk, dv, gout
+
+
+BACKWARD_VERSIONS = ("auto", "onepass", "dkdv", "scans")
+
+
+def chunk_bwd(q, k, v, do, S0=None, dS=None, chunk_size=None, need_dS0=False, backward="auto"):
+    """(dq, dk, dv, dS_0 or None), the same numbers from every version.
+
+    backward: "scans" (v1), "dkdv" (v2), "onepass" (v3) or "auto": v3 when one program per
+    head fills the GPU, v2 when T must be cut into segments, v1 when D or E > 64 (measured
+    faster there; v2 and v3 need D, E <= 128).
+    """
+    if backward not in BACKWARD_VERSIONS:
+        raise ValueError(f"backward must be one of {BACKWARD_VERSIONS}, got {backward!r}")
+    B, H, T, D = q.shape
+    E = v.shape[-1]
+    C = chunk_size
+    do = do.to(v.dtype)
+    if backward == "auto":  # measured: the fused kernels lose to the scans above 64
+        C0, _, _, ppsm = _bwd_config(D, E, "dkdv")
+        ns = segments_for(B * H, max(1, triton.cdiv(T, C or C0)), q.device, ppsm)
+        backward = "scans" if max(D, E) > 64 else "onepass" if ns == 1 else "dkdv"
+    elif max(D, E) > 128:  # the fused kernels hold the whole (D, E) state in one program
+        backward = "scans"
+    if backward == "onepass":
+        return bwd_onepass(q, k, v, do, S0, dS, output_dS0=need_dS0, chunk_size=C)
+    S0t = None if S0 is None else S0.transpose(-1, -2)  # (B, H, E, D)
+    dq, _ = chunk_scan(do, v, k, S0t, chunk_size=C)  # (B, H, T, D)
+    if backward == "dkdv":
+        dk, dv, dS0 = dkdv(q, k, v, do, dS, output_dS0=need_dS0, chunk_size=C)
+        return dq, dk, dv, dS0
+    dSt = None if dS is None else dS.transpose(-1, -2)  # (B, H, E, D)
+    dv, dS0 = chunk_scan(k, q, do, dS, reverse=True, output_final_state=need_dS0, chunk_size=C)
+    dk, _ = chunk_scan(v, do, q, dSt, reverse=True, chunk_size=C)  # (B, H, T, D)
+    return dq, dk, dv, dS0
 
 
 class ChunkedLinearAttention(torch.autograd.Function):
-    """(q, k, v, S_0, chunk_size) -> (o, S_T) with S_T fp32; gradients for q, k, v and S_0."""
+    """(q, k, v, S_0, chunk_size, want_state) -> (o, S_T or None); gradients for q, k, v, S_0.
+
+    S_T (fp32) is computed only when want_state is set: at T = 512 the (B*H, D, E) state is
+    67 MB, 6% of the bytes the forward must move. Gradients that are not used arrive as None
+    (not materialized as zeros), so an unused S_T costs the backward nothing either.
+
+    backward_version: "auto" (default), "onepass" (v3), "dkdv" (v2) or "scans" (v1); every
+    version ships and is tested.
+    """
+
+    backward_version = "auto"
 
     @staticmethod
-    def forward(ctx, q, k, v, initial_state, chunk_size):
-        o, S = chunk_scan(q, k, v, initial_state, output_final_state=True, chunk_size=chunk_size)
+    def forward(ctx, q, k, v, initial_state, chunk_size, want_state=True):
+        o, S = chunk_scan(
+            q, k, v, initial_state, output_final_state=want_state, chunk_size=chunk_size
+        )
         ctx.save_for_backward(q, k, v, initial_state)
         ctx.chunk_size = chunk_size
+        ctx.set_materialize_grads(False)
         return o, S
 
     @staticmethod
     def backward(ctx, do, dS):
         q, k, v, S0 = ctx.saved_tensors
-        C = ctx.chunk_size
         if do is None:
             do = torch.zeros_like(v)
-        do = do.to(v.dtype)
-        S0t = None if S0 is None else S0.transpose(-1, -2)  # (B, H, E, D)
-        dSt = None if dS is None else dS.transpose(-1, -2)  # (B, H, E, D)
-        dq, _ = chunk_scan(do, v, k, S0t, chunk_size=C)  # (B, H, T, D)
         need_s0 = S0 is not None and ctx.needs_input_grad[3]
-        dv, dS0 = chunk_scan(k, q, do, dS, reverse=True, output_final_state=need_s0, chunk_size=C)
-        dk, _ = chunk_scan(v, do, q, dSt, reverse=True, chunk_size=C)  # (B, H, T, D)
+        dq, dk, dv, dS0 = chunk_bwd(
+            q, k, v, do, S0, dS, ctx.chunk_size, need_s0, ChunkedLinearAttention.backward_version
+        )
         if need_s0:
             dS0 = dS0.to(S0.dtype)
-        return dq, dk, dv, dS0, None
+        return dq, dk, dv, dS0, None, None
