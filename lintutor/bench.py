@@ -363,6 +363,11 @@ def summarize(result: dict) -> dict:
             r["lintutor_fwd_Mtok_per_s"] = TOKENS / lf / 1e3
         if lb and r.get("fla_chunk_fwdbwd_ms"):
             r["ratio_fwdbwd_to_fla_chunk"] = lb / r["fla_chunk_fwdbwd_ms"]
+        fla_b = [r.get(f"{n}_fwdbwd_ms") for n in ("fla_chunk", "fla_fused_chunk")]
+        fla_b = [x for x in fla_b if x]
+        r["fla_best_fwdbwd_ms"] = min(fla_b) if fla_b else None
+        if lb and fla_b:
+            r["ratio_fwdbwd_to_fla"] = lb / min(fla_b)
         if lb:
             r["lintutor_fwdbwd_floor_frac"] = result["floor_fwdbwd_ms"] / lb
     d = result.get("decode")
@@ -378,7 +383,8 @@ def table(result: dict) -> str:
     """A plain-text table of the forward and forward+backward rows."""
     head = (
         f"{'D':>4} {'T':>6} | {'ours':>7} {'fla_c':>7} {'fla_fc':>7} {'cudnn':>7} {'flash':>7} "
-        f"{'torch':>7} {'/fla':>5} {'/sdpa':>6} {'floor':>5} | {'ours':>7} {'fla_c':>7} {'/fla':>5}"
+        f"{'torch':>7} {'/fla':>5} {'/sdpa':>6} {'floor':>5} | {'ours':>7} {'fla_c':>7} "
+        f"{'fla_fc':>7} {'/fla':>5}"
     )
     lines = [f"fwd ms (floor {result['floor_fwd_ms']:.3f})" + " " * 60 + "fwd+bwd ms", head]
 
@@ -393,7 +399,8 @@ def table(result: dict) -> str:
             f"{f(r.get('sdpa_flash_fwd_ms'))} {f(r.get('torch_chunked_fwd_ms'))} "
             f"{f(r.get('ratio_fwd_to_fla'), 5, 2)} {f(r.get('ratio_fwd_to_sdpa'), 6, 2)} "
             f"{f(r.get('lintutor_fwd_floor_frac'), 5, 2)} | {f(r.get('lintutor_fwdbwd_ms'))} "
-            f"{f(r.get('fla_chunk_fwdbwd_ms'))} {f(r.get('ratio_fwdbwd_to_fla_chunk'), 5, 2)}"
+            f"{f(r.get('fla_chunk_fwdbwd_ms'))} {f(r.get('fla_fused_chunk_fwdbwd_ms'))} "
+            f"{f(r.get('ratio_fwdbwd_to_fla'), 5, 2)}"
         )
     d = result.get("decode")
     if d:
@@ -407,42 +414,84 @@ def table(result: dict) -> str:
 
 
 def tune(fla, log=print) -> list[dict]:
-    """Time the forward scan over (chunk, E block, warps) at a short and a long T, D = 64, 128."""
-    from lintutor.kernels import chunked
+    """Sweep the kernels' launch settings; fla's kernels are timed at the same shapes.
+
+    Rows: {"what": ..., "ms"}. fwd: (C, warps, stages) of the forward scan (BE = D);
+    fwd_seg: the number of segments at long T; dkdv / onepass: (C, warps, stages) of the
+    backward kernels; fwdbwd: every backward version through autograd; fla_*: fla's kernels.
+    """
+    import torch
+
+    from lintutor.kernels import chunked, chunked_bwd
+    from lintutor.kernels.chunked_bwd import ChunkedLinearAttention
 
     out = []
+
+    def record(row, fn, rep=40):
+        try:
+            row["ms"] = _bench(fn, rep=rep, warmup=10)
+        except Exception as e:  # a config that does not compile (shared memory) is recorded
+            row["ms"] = None
+            row["error"] = f"{type(e).__name__}: {str(e)[:120]}"
+        out.append(row)
+        log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
+
+    def sweep(what, D, T, fn, Cs, warps_list, stages_list):
+        for C in Cs:
+            for warps in warps_list:
+                for stages in stages_list:
+                    row = {"what": what, "D": D, "T": T, "C": C, "warps": warps, "stages": stages}
+                    record(row, functools.partial(fn, C, warps, stages))
+
     for D in (64, 128):
         H = WIDTH // D
-        for T in (1024, 65536):
+        for T in T_LIST:
             x = _inputs(TOKENS // T, H, T, D, seed=1)
-            for C in (64, 128):
-                for BE in (32, 64, 128):
-                    for warps in (4, 8):
-                        for seg_mult in (1, 2, 4):
-                            if BE == 128 and D == 128 and warps == 4:
-                                continue
-                            if seg_mult != 2 and T != 65536:
-                                continue
-                            try:
-                                cfg = dict(
-                                    chunk_size=C, config=(BE, warps, 2), programs_per_sm=seg_mult
-                                )
-                                qkv = (x["q"], x["k"], x["v"])
-                                fn = functools.partial(chunked.chunk_scan, *qkv, **cfg)
-                                ms = _bench(fn, rep=40, warmup=10)
-                            except Exception as e:
-                                ms = f"{type(e).__name__}"
-                            row = {
-                                "D": D,
-                                "T": T,
-                                "C": C,
-                                "BE": BE,
-                                "warps": warps,
-                                "ppsm": seg_mult,
-                                "ms": ms,
-                            }
-                            out.append(row)
-                            log(json.dumps(row))
+            qkv = (x["q"], x["k"], x["v"])
+            if fla is not None:
+                for i, name in ((0, "chunk"), (1, "fused_chunk")):
+                    fn = functools.partial(fla[i], x["qf"], x["kf"], x["vf"], scale=1.0)
+                    record({"what": "fla_fwd", "name": name, "D": D, "T": T}, fn)
+            record({"what": "fwd_default", "D": D, "T": T},
+                   functools.partial(chunked.chunk_scan, *qkv))  # fmt: skip
+            if T in (512, 16384, 65536):
+
+                def fwd(C, warps, stages, qkv=qkv, D=D):
+                    return chunked.chunk_scan(*qkv, chunk_size=C, config=(D, warps, stages))
+
+                if D == 64:
+                    sweep("fwd", D, T, fwd, (64,), (4,), (3, 4))
+                else:
+                    sweep("fwd", D, T, fwd, (64, 128), (8,), (2, 3))
+            do = torch.randn_like(x["v"])
+            args = (x["q"], x["k"], x["v"], do)
+            if T in (512, 4096, 16384):
+
+                def onepass(C, warps, stages, args=args):
+                    return chunked_bwd.bwd_onepass(*args, config=(C, warps, stages, 1))
+
+                def dkdv(C, warps, stages, args=args):
+                    return chunked_bwd.dkdv(*args, config=(C, warps, stages, 2))
+
+                if T != 4096:
+                    sweep("onepass", D, T, onepass, (32, 64), (4, 8), (1, 2, 3))
+                elif D == 128:
+                    sweep("dkdv", D, T, dkdv, (32, 64), (4, 8), (1, 2, 3))
+            del x, qkv, do, args
+            if T in (512, 4096, 16384, 65536):
+                xg = _inputs(TOKENS // T, H, T, D, seed=3, grad=True)
+                for version in ("auto", "onepass", "dkdv", "scans"):
+                    ChunkedLinearAttention.backward_version = version
+                    fn, _, _ = _grad_fn("lintutor", forward_providers(None)["lintutor"], xg)
+                    record({"what": "fwdbwd", "version": version, "D": D, "T": T}, fn, rep=60)
+                ChunkedLinearAttention.backward_version = "auto"
+                if fla is not None:
+                    p = forward_providers(fla)
+                    for name in ("fla_chunk", "fla_fused_chunk"):
+                        fn, _, _ = _grad_fn(name, p[name], xg)
+                        record({"what": "fla_fwdbwd", "name": name, "D": D, "T": T}, fn, rep=60)
+                del xg
+            torch.cuda.empty_cache()
     return out
 
 
@@ -483,6 +532,30 @@ def run(quick=False, out_dir="assets", do_tune=False, log=print) -> dict:
         json.dump(result, fh, indent=1)
     log(table(result))
     log(f"wrote {path}")
+    return result
+
+
+def finish_partial(path: str, note: str, log=print) -> dict:
+    """Complete a benchmark JSON that a run left unfinished (it saves after every row).
+
+    Shapes of the grid with no row get {"not_measured": note}; the file gets "incomplete" and
+    the floors and ratios of `summarize`, computed from its own measurements. Nothing is copied
+    from another run.
+    """
+    with open(path) as fh:
+        result = json.load(fh)
+    have = {(r["D"], r["T"]) for r in result["rows"]}
+    missing = [(D, T) for D in (64, 128) for T in T_LIST if (D, T) not in have]
+    for D, T in missing:
+        result["rows"].append(
+            {"D": D, "H": WIDTH // D, "T": T, "B": TOKENS // T, "not_measured": note}
+        )
+    if missing:
+        result["incomplete"] = f"{len(have)} of {len(have) + len(missing)} shapes: {note}"
+    summarize(result)
+    with open(path, "w") as fh:
+        json.dump(result, fh, indent=1)
+    log(table(result))
     return result
 
 
@@ -549,6 +622,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--lm-drift", action="store_true", help="only train the LM with four equal forms"
     )
+    p.add_argument(
+        "--finish",
+        metavar="JSON",
+        help="complete a run that stopped early: mark the missing shapes, add floors and ratios",
+    )
 
 
 def main(argv=None) -> int:
@@ -560,7 +638,9 @@ def main(argv=None) -> int:
 def run_from_args(args) -> int:
     """Run what `add_arguments`' flags ask for; 1 with the reason when it cannot run here."""
     try:
-        if args.lm_drift:
+        if getattr(args, "finish", None):
+            finish_partial(args.finish, "not measured: the run stopped before this shape")
+        elif args.lm_drift:
             lm_curves(out_dir=args.out, drift=True)
         elif args.lm:
             lm_curves(out_dir=args.out)

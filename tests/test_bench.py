@@ -15,7 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _result():
     row = {"D": 128, "H": 16, "T": 2048, "B": 32, "lintutor_fwd_ms": 0.5, "fla_chunk_fwd_ms": 1.0,
            "fla_fused_chunk_fwd_ms": 2.0, "sdpa_flash_fwd_ms": 4.0, "sdpa_cudnn_fwd_ms": 2.5,
-           "lintutor_fwdbwd_ms": 3.0, "fla_chunk_fwdbwd_ms": 4.0}  # fmt: skip
+           "lintutor_fwdbwd_ms": 3.0, "fla_chunk_fwdbwd_ms": 4.0,
+           "fla_fused_chunk_fwdbwd_ms": 2.0}  # fmt: skip
     decode = {"state_bytes_rw": 10**9, "lintutor_graph_ms": 0.6, "fla_recurrent_graph_ms": 0.5,
               "torch_step_graph_ms": 1.0}  # fmt: skip
     return {"roofs": {"copy_TBps": 2.0}, "rows": [row], "decode": decode}
@@ -36,14 +37,17 @@ def test_ratios_use_the_fastest_fla_and_sdpa_provider():
     assert row["ratio_fwd_to_fla"] == pytest.approx(0.5)
     assert row["ratio_fwd_to_sdpa"] == pytest.approx(0.2)
     assert row["ratio_fwdbwd_to_fla_chunk"] == pytest.approx(0.75)
+    assert row["fla_best_fwdbwd_ms"] == 2.0 and row["ratio_fwdbwd_to_fla"] == pytest.approx(1.5)
 
 
 def test_missing_providers_give_no_ratio_and_a_dash_in_the_table():
     res = _result()
-    for key in ("fla_chunk_fwd_ms", "fla_fused_chunk_fwd_ms", "fla_chunk_fwdbwd_ms"):
+    for key in ("fla_chunk_fwd_ms", "fla_fused_chunk_fwd_ms", "fla_chunk_fwdbwd_ms",
+                "fla_fused_chunk_fwdbwd_ms"):  # fmt: skip
         res["rows"][0][key] = None
     row = bench.summarize(res)["rows"][0]
     assert row["ratio_fwd_to_fla"] is None and "ratio_fwdbwd_to_fla_chunk" not in row
+    assert "ratio_fwdbwd_to_fla" not in row
     line = bench.table(res).splitlines()[2]
     assert line.split()[:3] == ["128", "2048", "|"] and "-" in line
 
@@ -102,3 +106,17 @@ def test_lm_curves_without_gpu_say_so(monkeypatch, capsys):
     for flags in (["--lm"], ["--lm-drift"]):
         assert run_from_args(p.parse_args(flags)) == 1
         assert "need a CUDA GPU" in capsys.readouterr().err
+
+
+def test_finish_partial_marks_missing_shapes_and_summarizes_only_its_own_rows(tmp_path):
+    res = _result()
+    res["rows"][0].update({"D": 64, "H": 32, "T": 512, "B": 128})
+    path = tmp_path / "bench_x.json"
+    path.write_text(json.dumps(res))
+    out = bench.finish_partial(str(path), "stopped", log=lambda *_: None)
+    assert json.loads(path.read_text()) == out
+    assert len(out["rows"]) == 2 * len(bench.T_LIST) and out["incomplete"].startswith("1 of 16")
+    marked = [r for r in out["rows"] if "not_measured" in r]
+    assert len(marked) == 15 and all(r["B"] * r["T"] == bench.TOKENS for r in marked)
+    assert not any(k.endswith("_ms") and r[k] for r in marked for k in r)
+    assert out["rows"][0]["ratio_fwd_to_fla"] == pytest.approx(0.5)
