@@ -9,7 +9,8 @@ BE outputs: the state is read and written once, which is the whole memory floor.
 Versions (H100 80GB, B = 64, H = 16, D = E = 128, fp32 state; see assets/bench_*.json):
   v1  (this file) one program per (head, 32 columns of E); in-place update allowed.
       0.0504 ms in a CUDA graph: 1.13x the floor (0.0447 ms at the measured 3.0 TB/s),
-      0.97x fla's fused_recurrent_simple_gla (0.0522 ms) (assets/bench_h100.json).
+      0.97x fla's fused_recurrent_simple_gla (0.0522 ms) (assets/bench_h100_v3.json); the
+      latest run: 0.0503 ms, 1.13x, 0.96x (assets/bench_h100.json).
 """
 
 from __future__ import annotations
