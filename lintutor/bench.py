@@ -416,7 +416,7 @@ def table(result: dict) -> str:
 def tune(fla, log=print) -> list[dict]:
     """Sweep the kernels' launch settings; fla's kernels are timed at the same shapes.
 
-    Rows: {"what": ..., "ms"}. fwd: (C, warps, stages) of the forward scan (BE = D);
+    Rows: {"what": ..., "ms"}. fwd: (BE, C, warps, stages) of the forward scan;
     fwd_seg: the number of segments at long T; dkdv / onepass: (C, warps, stages) of the
     backward kernels; fwdbwd: every backward version through autograd; fla_*: fla's kernels.
     """
@@ -436,11 +436,12 @@ def tune(fla, log=print) -> list[dict]:
         out.append(row)
         log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
 
-    def sweep(what, D, T, fn, Cs, warps_list, stages_list):
+    def sweep(what, D, T, fn, Cs, warps_list, stages_list, **extra):
         for C in Cs:
             for warps in warps_list:
                 for stages in stages_list:
-                    row = {"what": what, "D": D, "T": T, "C": C, "warps": warps, "stages": stages}
+                    row = {"what": what, "D": D, "T": T, **extra, "C": C, "warps": warps,
+                           "stages": stages}  # fmt: skip
                     record(row, functools.partial(fn, C, warps, stages))
 
     for D in (64, 128):
@@ -455,14 +456,19 @@ def tune(fla, log=print) -> list[dict]:
             record({"what": "fwd_default", "D": D, "T": T},
                    functools.partial(chunked.chunk_scan, *qkv))  # fmt: skip
             if T in (512, 16384, 65536):
+                for BE in (64,) if D == 64 else (64, 128):  # BE: columns of E per program
 
-                def fwd(C, warps, stages, qkv=qkv, D=D):
-                    return chunked.chunk_scan(*qkv, chunk_size=C, config=(D, warps, stages))
+                    def fwd(C, warps, stages, qkv=qkv, BE=BE):
+                        return chunked.chunk_scan(*qkv, chunk_size=C, config=(BE, warps, stages))
 
-                if D == 64:
-                    sweep("fwd", D, T, fwd, (64,), (4,), (3, 4))
-                else:
-                    sweep("fwd", D, T, fwd, (64, 128), (8,), (2, 3))
+                    if BE == 64:
+                        sweep("fwd", D, T, fwd, (64,), (4,), (2, 3, 4), BE=BE)
+                    else:
+                        sweep("fwd", D, T, fwd, (64, 128), (8,), (2, 3), BE=BE)
+            if T >= 32768:
+                for ns in (1, 2, 4, 8):
+                    row = {"what": "fwd_seg", "D": D, "T": T, "segments": ns}
+                    record(row, functools.partial(chunked.chunk_scan, *qkv, num_segments=ns))
             do = torch.randn_like(x["v"])
             args = (x["q"], x["k"], x["v"], do)
             if T in (512, 4096, 16384):

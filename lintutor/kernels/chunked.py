@@ -27,7 +27,7 @@ Versions, each checked against lesson 03's reference before timing (H100 80GB HB
       slower than fla's fused_chunk at T=512-4K and 1.5x at 16K (assets/bench_h100_v3.json).
   v4  (this file) from a sweep and an Nsight Compute profile: 4 pipeline stages instead of 2
       (one program per SM streams only with more loads in flight: D=64 T=16K 0.49 -> 0.38 ms),
-      64 columns of E at D=128 too (the two programs of a head read q, k once from DRAM and
+      64 columns of E at D=128 as in v1 (the two programs of a head read q, k once from DRAM and
       once from L2), segments only below 3/4 of a program per SM and rounded down to whole
       waves, the segment sums added inside the scan (no torch prefix sum), the final state
       written only when asked (67 MB at T=512). D=64: 0.360-0.384 ms up to T=16K (0.97-1.00x
@@ -179,7 +179,7 @@ def _num_sms(device) -> int:
     return 1
 
 
-# Below this many programs per SM a scan is cut into segments (see `num_segments`).
+# Below this many programs per SM a scan is cut into segments (see `segments_for`).
 SEGMENT_BELOW = 0.75
 
 
@@ -224,12 +224,12 @@ def segment_states(k, v, NS, seg_len, C, BE, warps, stages):
     return local
 
 
-def segmenting(B, H, T, n_e, C, device, programs_per_sm, num_segments_=None):
-    """(NS, seg_len): segments of whole chunks covering T, NS >= 1."""
+def segmenting(B, H, T, n_e, C, device, programs_per_sm, requested=None):
+    """(NS, seg_len): NS >= 1 segments of whole chunks covering T; `requested` overrides NS."""
     n_chunks = max(1, triton.cdiv(T, C))
-    if num_segments_ is None:
-        num_segments_ = segments_for(B * H * n_e, n_chunks, device, programs_per_sm)
-    NS = max(1, min(num_segments_, n_chunks))
+    if requested is None:
+        requested = segments_for(B * H * n_e, n_chunks, device, programs_per_sm)
+    NS = max(1, min(requested, n_chunks))
     seg_len = triton.cdiv(n_chunks, NS) * C
     return max(1, triton.cdiv(max(T, 1), seg_len)), seg_len
 
@@ -318,7 +318,7 @@ def causal_linear_attention_triton(
                 raise TypeError("initial_state: with normalize=False the state is the tensor S")
             S0 = initial_state
             check_shapes(q=(q, "B H T D"), v=(v, "B H T E"), initial_state=(S0, "B H D E"))
-    want = output_final_state
+    want = output_final_state  # the final states are computed only when returned
     o, S = ChunkedLinearAttention.apply(q, k, v, S0, chunk_size, want)  # (B,H,T,E), (B,H,D,E)
     if not normalize:
         return (o, S) if output_final_state else o

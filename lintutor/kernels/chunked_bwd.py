@@ -60,7 +60,7 @@ def _dkdv_kernel(
 ):  # fmt: skip
     """One program: segment i_s of head i_bh, walked from its last chunk to its first.
 
-    do, dv share v's strides (so_*), dk shares k's. g0 (dS_T) and gout (dS_0) are fp32
+    do and dv share one set of strides (so_*), dk has k's. g0 (dS_T) and gout (dS_0) are fp32
     (B*H, D, E); loc (B*H, NS, D, E) holds each segment's sum of q^T do.
     """
     i_s = tl.program_id(0).to(tl.int64)
@@ -134,7 +134,7 @@ def _bwd_kernel(
     """One program per head: dq walking forwards, then dk and dv walking back (v3).
 
     The backward pass reads k, v and do twice; the second walk starts where the first ended,
-    so the most recent chunks are still in L2. dq shares q's strides, dk k's, dv and do v's.
+    so the most recent chunks are still in L2. dq has q's strides, dk k's, dv do's.
     """
     i_bh = tl.program_id(0).to(tl.int64)
     b, h = i_bh // H, i_bh % H
@@ -289,8 +289,8 @@ def chunk_bwd(q, k, v, do, S0=None, dS=None, chunk_size=None, need_dS0=False, ba
     """(dq, dk, dv, dS_0 or None), the same numbers from every version.
 
     backward: "scans" (v1), "dkdv" (v2), "onepass" (v3) or "auto": v3 when one program per
-    head fills the GPU, v2 when T must be cut into segments, v1 when D or E > 64 (measured
-    faster there; v2 and v3 need D, E <= 128).
+    head fills the GPU, v2 when T must be cut into segments, v1 when D or E > 64 (where the
+    cards disagree on the fastest, see the module's versions; v2 and v3 need D, E <= 128).
     """
     if backward not in BACKWARD_VERSIONS:
         raise ValueError(f"backward must be one of {BACKWARD_VERSIONS}, got {backward!r}")
@@ -298,7 +298,7 @@ def chunk_bwd(q, k, v, do, S0=None, dS=None, chunk_size=None, need_dS0=False, ba
     E = v.shape[-1]
     C = chunk_size
     do = do.to(v.dtype)
-    if backward == "auto":  # measured: the fused kernels lose to the scans above 64
+    if backward == "auto":
         C0, _, _, ppsm = _bwd_config(D, E, "dkdv")
         ns = segments_for(B * H, max(1, triton.cdiv(T, C or C0)), q.device, ppsm)
         backward = "scans" if max(D, E) > 64 else "onepass" if ns == 1 else "dkdv"
