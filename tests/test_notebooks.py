@@ -57,6 +57,23 @@ def test_notebook_layout(path):
 # this way hits CELL_TIMEOUT and the notebook is run once more, from the start, on a new kernel.
 # Errors in a cell are never retried; a second timeout fails the test.
 CELL_TIMEOUT = 240
+SLOW = 120  # a notebook slower than this warns with its slowest cells
+
+
+def _time_cells(client):
+    """[(cell index, seconds)] filled in as `client` executes cells."""
+    times = []
+    run_cell = client.async_execute_cell
+
+    async def timed(cell, cell_index, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return await run_cell(cell, cell_index, *args, **kwargs)
+        finally:
+            times.append((cell_index, time.perf_counter() - t0))
+
+    client.async_execute_cell = timed
+    return times
 
 
 def _run(nb, path, log):
@@ -77,10 +94,19 @@ def _run(nb, path, log):
                 kernel_name="python3",
                 resources={"metadata": {"path": os.path.dirname(path)}},
             )
+            cell_seconds = _time_cells(client)
             t0 = time.perf_counter()
             try:
                 client.execute()
-                return time.perf_counter() - t0
+                seconds = time.perf_counter() - t0
+                if seconds > SLOW:  # say where the time went (a stall like 02's once in CI)
+                    slowest = sorted(cell_seconds, key=lambda c: -c[1])[:3]
+                    warnings.warn(
+                        f"{os.path.basename(path)} took {seconds:.0f} s; slowest cells "
+                        + ", ".join(f"#{i} {s:.0f} s" for i, s in slowest),
+                        stacklevel=1,
+                    )
+                return seconds
             except (CellTimeoutError, DeadKernelError) as err:
                 if attempt == 2:
                     raise
