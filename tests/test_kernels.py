@@ -203,6 +203,18 @@ def test_noncausal_kernel_matches_lesson02_linear_attention(normalize, T):
     assert rel(o, ro) < 1e-5
 
 
+def test_noncausal_kernel_with_segments_matches(monkeypatch):
+    from lintutor.kernels import linear_attention as la
+    from lintutor.linear import linear_attention
+
+    monkeypatch.setattr(la, "_num_sms", lambda device: 8)  # 2 heads -> 8 segments of T=500
+    q, k, v, _ = inputs(2, 1, 500, 16, 32, torch.float32, seed=9)
+    q, k = q.abs(), k.abs()
+    o = K.linear_attention_triton(q, k, v, normalize=False)
+    ro = linear_attention(q.double().cpu(), k.double().cpu(), v.double().cpu(), normalize=False)
+    assert rel(o, ro) < 1e-5
+
+
 def test_kernel_rejects_bad_shapes_and_dtypes():
     q, k, v, _ = inputs(1, 1, 8, 16, 16, torch.float32)
     with pytest.raises(ValueError, match="v"):

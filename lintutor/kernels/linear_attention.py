@@ -2,9 +2,9 @@
 
     S = sum_t k_t v_t^T  (D, E),   o_t = S^T q_t,   normalized: o_t / (q_t . sum_s k_s + eps)
 
-Two kernels: `_segment_state_kernel` (from `chunked.py`) sums k^T v over segments of T in
-parallel and torch adds the segment sums; `_apply_state_kernel` multiplies every block of
-queries by S. The normalizer q_t . z is one small torch matmul.
+Two kernels: `_segment_state_kernel` (from `chunked.py`, via `segment_states`) sums k^T v over
+segments of T in parallel and torch adds the segment sums; `_apply_state_kernel` multiplies
+every block of queries by S. The normalizer q_t . z is one small torch matmul.
 
 Versions:
   v0  `teaching.linear_attention_simple_triton`: one program per head, two passes over T
@@ -21,7 +21,12 @@ import triton.language as tl
 
 from lintutor._validate import check_shapes
 from lintutor.kernels._interpret import dot_precision, interpreting, next_pow2
-from lintutor.kernels.chunked import _check_kernel_inputs, _num_sms, _segment_state_kernel
+from lintutor.kernels.chunked import (
+    _check_kernel_inputs,
+    _num_sms,
+    segment_states,
+    segmenting,
+)
 
 
 @triton.jit
@@ -70,15 +75,9 @@ def linear_attention_triton(q, k, v, normalize=True, eps=1e-6):
     BD, BE, C = next_pow2(D), min(64, next_pow2(E)), 64
     n_e = triton.cdiv(E, BE)
     upcast, prec = interpreting(), dot_precision(q.dtype)
-    want = 2 * _num_sms(q.device)
-    NS = max(1, min(triton.cdiv(max(Tk, 1), C), triton.cdiv(want, B * H * n_e)))
-    seg_len = triton.cdiv(triton.cdiv(max(Tk, 1), C), NS) * C
-    NS = triton.cdiv(max(Tk, 1), seg_len)
-    local = torch.empty(B * H, NS, D, E, device=q.device, dtype=torch.float32)
-    _segment_state_kernel[(n_e, NS, B * H)](
-        k, v, local, Tk, seg_len, H, NS, *k.stride(), *v.stride(),
-        D=D, E=E, BD=BD, BE=BE, C=C, UPCAST=upcast, PREC=prec,
-    )  # fmt: skip
+    want = triton.cdiv(2 * _num_sms(q.device), B * H * n_e)  # about 2 programs per SM
+    NS, seg_len = segmenting(B, H, Tk, n_e, C, q.device, 2, requested=want)
+    local = segment_states(k, v, NS, seg_len, C, BE, warps=4, stages=3)  # (B*H, NS, D, E)
     S = local.sum(1).contiguous()  # (B*H, D, E)
     o = torch.empty(B, H, T, E, device=q.device, dtype=v.dtype)
     BT = 64
