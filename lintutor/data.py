@@ -59,3 +59,70 @@ def mqar_batch_fn(batch_size, seq_len, n_pairs, vocab_size=64, seed=0, n_keys=No
         return mqar_batch(batch_size, seq_len, n_pairs, vocab_size, seed * 1_000_003 + step, n_keys)
 
     return batch_fn
+
+
+# Procedural scenes for dense prediction (lesson 06): occluding squares and discs, drawn back to
+# front in the unit square, so one seed gives the same scene at any resolution. Each pixel's
+# class needs local detail (which object covers it, sharp edges) and global context (whether
+# that object has the largest visible area in the whole image, after occlusion).
+SCENE_CLASSES = ("background", "largest visible object", "other objects")
+
+
+def scene_objects(batch_size, seed=0, min_objects=2, max_objects=4):
+    """The objects of a batch of scenes, a dict of (batch_size, max_objects) tensors, back to
+    front: present (bool), disc (bool, else an axis-aligned square), cx, cy, size (radius or
+    half side, unit coordinates) and color (batch_size, max_objects, 3); background
+    (batch_size, 3)."""
+    if not 1 <= min_objects <= max_objects:
+        raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+    g = torch.Generator().manual_seed(seed)
+    B, N = batch_size, max_objects
+    count = torch.randint(min_objects, max_objects + 1, (B, 1), generator=g)  # (B, 1)
+    return {
+        "present": torch.arange(N).unsqueeze(0) < count,  # (B, N)
+        "disc": torch.rand(B, N, generator=g) < 0.5,
+        "cx": 0.1 + 0.8 * torch.rand(B, N, generator=g),
+        "cy": 0.1 + 0.8 * torch.rand(B, N, generator=g),
+        "size": 0.08 + 0.22 * torch.rand(B, N, generator=g),
+        "color": 0.4 + 0.6 * torch.rand(B, N, 3, generator=g),
+        "background": 0.3 * torch.rand(B, 3, generator=g),
+    }
+
+
+def render_scenes(objects, resolution=32):
+    """(clean images (B, 3, r, r), owner (B, r, r)): owner = index of the object seen at each
+    pixel centre, -1 for background. O(B * max_objects * r^2)."""
+    r = resolution
+    c = (torch.arange(r, dtype=torch.float32) + 0.5) / r  # pixel centres in (0, 1)
+    y, x = c.view(1, r, 1), c.view(1, 1, r)  # rows, columns
+    B, N = objects["present"].shape
+    owner = torch.full((B, r, r), -1, dtype=torch.long)  # (B, r, r)
+    images = objects["background"].view(B, 3, 1, 1).expand(B, 3, r, r).clone()  # (B, 3, r, r)
+    for i in range(N):  # back to front: a later object occludes an earlier one
+        cx, cy, s = (objects[k][:, i].view(B, 1, 1) for k in ("cx", "cy", "size"))
+        disc = (x - cx) ** 2 + (y - cy) ** 2 <= s**2  # (B, r, r)
+        square = torch.maximum((x - cx).abs(), (y - cy).abs()) <= s
+        inside = torch.where(objects["disc"][:, i].view(B, 1, 1), disc, square)
+        inside &= objects["present"][:, i].view(B, 1, 1)
+        owner = torch.where(inside, i, owner)
+        images = torch.where(inside.unsqueeze(1), objects["color"][:, i].view(B, 3, 1, 1), images)
+    return images, owner
+
+
+def scene_labels(owner, max_objects):
+    """Per-pixel classes (B, r, r): 0 background, 1 the object with the largest visible area
+    (the first in drawing order on a tie), 2 every other visible object."""
+    ids = torch.arange(max_objects).view(1, -1, 1, 1)
+    areas = (owner.unsqueeze(1) == ids).sum((2, 3))  # (B, N): visible pixels per object
+    largest = areas.argmax(1).view(-1, 1, 1)  # (B, 1, 1)
+    return torch.where(owner < 0, 0, torch.where(owner == largest, 1, 2))
+
+
+def scene_batch(batch_size, resolution=32, seed=0, min_objects=2, max_objects=4, noise=0.05):
+    """(images (B, 3, r, r) in [0, 1], labels (B, r, r) long): seeded scenes of 2-4 occluding
+    squares and discs with Gaussian pixel noise; classes in SCENE_CLASSES. O(B * r^2)."""
+    objects = scene_objects(batch_size, seed, min_objects, max_objects)
+    images, owner = render_scenes(objects, resolution)
+    g = torch.Generator().manual_seed(seed + 7_919)
+    images = (images + noise * torch.randn(images.shape, generator=g)).clamp(0, 1)
+    return images, scene_labels(owner, max_objects)
