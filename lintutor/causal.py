@@ -15,7 +15,8 @@ feature-mapped (phi(q), phi(k); see `lintutor.featuremaps`), so the forms only s
 
 State convention, the same in every form: with normalize=False the state is the tensor S
 (B, H, D, E); with normalize=True it is the tuple (S, z) with z (B, H, D). All forms take
-`initial_state` and return `(o, final_state)` when `output_final_state=True`.
+`initial_state` (checked and unpacked by `initial_state_or_zeros`) and return
+`(o, final_state)` when `output_final_state=True`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ from __future__ import annotations
 import torch
 
 from lintutor._validate import check_positive, check_shapes
+from lintutor.softmax import causal_mask
 
 
-def _initial(q, v, normalize: bool, initial_state):
-    """Validated float state (S, z) to start from; z is None when normalize=False."""
+def initial_state_or_zeros(q, v, normalize: bool, initial_state):
+    """The state to start from as (S, z): initial_state checked, or zeros when it is None.
+
+    S is (B, H, D, E); z is (B, H, D), or None when normalize=False (the state is S alone).
+    A state of the wrong kind or shape is reported with what was expected.
+    """
     B, H, _, D = q.shape
     E = v.shape[-1]
     if initial_state is None:
@@ -51,18 +57,12 @@ def _initial(q, v, normalize: bool, initial_state):
     return initial_state, None
 
 
-def _finish(o, S, z, normalize: bool, output_final_state: bool):
-    if not output_final_state:
-        return o
-    return o, ((S, z) if normalize else S)
-
-
 def causal_linear_attention_recurrent(
     q, k, v, normalize=True, initial_state=None, output_final_state=False, eps=1e-6
 ):
     """The definition as an RNN: one state update per token. O(T*D*E) time, O(D*E) memory."""
     check_shapes(q=(q, "B H T D"), k=(k, "B H T D"), v=(v, "B H T E"))
-    S, z = _initial(q, v, normalize, initial_state)
+    S, z = initial_state_or_zeros(q, v, normalize, initial_state)
     outs = []
     for t in range(q.shape[2]):
         q_t, k_t, v_t = q[:, :, t], k[:, :, t], v[:, :, t]  # (B, H, D), (B, H, D), (B, H, E)
@@ -73,7 +73,9 @@ def causal_linear_attention_recurrent(
             o_t = o_t / ((q_t * z).sum(-1, keepdim=True) + eps)
         outs.append(o_t)
     o = torch.stack(outs, dim=2) if outs else v.new_zeros(v.shape)  # (B, H, T, E)
-    return _finish(o, S, z, normalize, output_final_state)
+    if output_final_state:
+        return o, ((S, z) if normalize else S)
+    return o
 
 
 def causal_linear_attention_parallel(
@@ -81,9 +83,9 @@ def causal_linear_attention_parallel(
 ):
     """Masked T x T form: o = tril(q k^T) v (+ q S_0). O(T^2*(D+E)) time, O(T^2) memory."""
     check_shapes(q=(q, "B H T D"), k=(k, "B H T D"), v=(v, "B H T E"))
-    S0, z0 = _initial(q, v, normalize, initial_state)
+    S0, z0 = initial_state_or_zeros(q, v, normalize, initial_state)
     T = q.shape[2]
-    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()  # (T, T), s <= t
+    mask = causal_mask(T, device=q.device)  # (T, T), s <= t
     scores = (q @ k.transpose(-1, -2)).masked_fill(~mask, 0.0)  # (B, H, T, T)
     o = scores @ v + q @ S0  # (B, H, T, E)
     S = S0 + k.transpose(-1, -2) @ v  # (B, H, D, E)
@@ -92,7 +94,9 @@ def causal_linear_attention_parallel(
         den = scores.sum(-1) + (q * z0.unsqueeze(2)).sum(-1)  # (B, H, T)
         o = o / (den.unsqueeze(-1) + eps)
         z = z0 + k.sum(2)  # (B, H, D)
-    return _finish(o, S, z, normalize, output_final_state)
+    if output_final_state:
+        return o, ((S, z) if normalize else S)
+    return o
 
 
 def causal_linear_attention_chunked(
@@ -112,9 +116,9 @@ def causal_linear_attention_chunked(
     """
     check_shapes(q=(q, "B H T D"), k=(k, "B H T D"), v=(v, "B H T E"))
     check_positive("chunk_size", chunk_size)
-    S, z = _initial(q, v, normalize, initial_state)
+    S, z = initial_state_or_zeros(q, v, normalize, initial_state)
     T = q.shape[2]
-    full_mask = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=q.device).tril()
+    full_mask = causal_mask(chunk_size, device=q.device)  # (C, C), s <= t
     outs = []
     for start in range(0, T, chunk_size):
         end = min(start + chunk_size, T)
@@ -129,7 +133,9 @@ def causal_linear_attention_chunked(
         S = S + k_c.transpose(-1, -2) @ v_c  # (B, H, D, E)
         outs.append(o_c)
     o = torch.cat(outs, dim=2) if outs else v.new_zeros(v.shape)  # (B, H, T, E)
-    return _finish(o, S, z, normalize, output_final_state)
+    if output_final_state:
+        return o, ((S, z) if normalize else S)
+    return o
 
 
 def causal_linear_attention_step(q_t, k_t, v_t, state, normalize=True, eps=1e-6):
@@ -138,7 +144,7 @@ def causal_linear_attention_step(q_t, k_t, v_t, state, normalize=True, eps=1e-6)
     q_t, k_t (B, H, D) and v_t (B, H, E) are the new token; state is S or (S, z) as above.
     """
     check_shapes(q_t=(q_t, "B H D"), k_t=(k_t, "B H D"), v_t=(v_t, "B H E"))
-    S, z = _initial(q_t.unsqueeze(2), v_t.unsqueeze(2), normalize, state)
+    S, z = initial_state_or_zeros(q_t.unsqueeze(2), v_t.unsqueeze(2), normalize, state)
     S = S + k_t.unsqueeze(-1) * v_t.unsqueeze(-2)  # (B, H, D, E)
     o_t = torch.einsum("bhd,bhde->bhe", q_t, S)  # (B, H, E)
     if normalize:

@@ -36,11 +36,12 @@ import torch
 from torch import nn
 
 from lintutor._validate import check_positive, check_shapes
-from lintutor.causal import _finish, _initial
+from lintutor.causal import initial_state_or_zeros
+from lintutor.softmax import causal_mask
 
 
-def _check(q, k, v, g):
-    """Validate q, k, v and a scalar (B, H, T) or vector (B, H, T, D) log-gate; True if vector."""
+def check_gated_inputs(q, k, v, g) -> bool:
+    """Check q, k, v and a scalar (B, H, T) or vector (B, H, T, D) log-gate; True if vector."""
     check_shapes(q=(q, "B H T D"), k=(k, "B H T D"), v=(v, "B H T E"))
     if not isinstance(g, torch.Tensor):
         raise TypeError(f"g: expected a torch.Tensor of log-gates, got {type(g).__name__}")
@@ -59,11 +60,9 @@ def segment_sum(g: torch.Tensor) -> torch.Tensor:
     """
     T = g.shape[-1]
     x = g.unsqueeze(-1).expand(*g.shape, T)  # (..., T, T): x[..., r, s] = g_r
-    strict = torch.ones(T, T, dtype=torch.bool, device=g.device).tril(-1)  # r > s
-    x = x.masked_fill(~strict, 0.0)  # keep g_r only for r > s
+    x = x.masked_fill(~causal_mask(T, device=g.device, strict=True), 0.0)  # g_r only for r > s
     G = torch.cumsum(x, dim=-2)  # (..., T, T): G[t, s] = sum_{s < r <= t} g_r
-    causal = torch.ones(T, T, dtype=torch.bool, device=g.device).tril()
-    return G.masked_fill(~causal, float("-inf"))
+    return G.masked_fill(~causal_mask(T, device=g.device), float("-inf"))  # -inf for s > t
 
 
 def decay_mask_naive(g: torch.Tensor) -> torch.Tensor:
@@ -74,23 +73,17 @@ def decay_mask_naive(g: torch.Tensor) -> torch.Tensor:
     """
     P = torch.cumprod(torch.exp(g), dim=-1)  # (..., T): P_t = prod_{r<=t} a_r
     ratio = P.unsqueeze(-1) / P.unsqueeze(-2)  # (..., T, T): P_t / P_s
-    T = g.shape[-1]
-    causal = torch.ones(T, T, dtype=torch.bool, device=g.device).tril()
-    return ratio.masked_fill(~causal, 0.0)
+    return ratio.masked_fill(~causal_mask(g.shape[-1], device=g.device), 0.0)
 
 
 def decay_mask(g: torch.Tensor) -> torch.Tensor:
     """The decay mask L[..., t, s] = a_{s+1} ... a_t (1 on the diagonal, 0 above), stably.
 
-    (..., T) log-gates -> (..., T, T): exp of the segment sum, each segment summed on its own.
-    With g = 0 it is lesson 03's causal mask. O(T^2) time and memory.
+    (..., T) log-gates -> (..., T, T): exp of the segment sum, each segment summed on its own
+    (exp(-inf) = 0 above the diagonal). With g = 0 it is lesson 03's causal mask. O(T^2) time
+    and memory.
     """
-    T = g.shape[-1]
-    x = g.unsqueeze(-1).expand(*g.shape, T)  # (..., T, T): x[..., r, s] = g_r
-    strict = torch.ones(T, T, dtype=torch.bool, device=g.device).tril(-1)  # r > s
-    G = torch.cumsum(x.masked_fill(~strict, 0.0), dim=-2)  # G[t, s] = sum_{s < r <= t} g_r
-    causal = torch.ones(T, T, dtype=torch.bool, device=g.device).tril()  # s <= t
-    return torch.exp(G).masked_fill(~causal, 0.0)
+    return torch.exp(segment_sum(g))  # (..., T, T)
 
 
 def fixed_decay_log_gates(n_heads: int, T: int, batch: int = 1, dtype=torch.float32):
@@ -104,8 +97,8 @@ def gated_linear_attention_recurrent(
     q, k, v, g, normalize=False, initial_state=None, output_final_state=False, eps=1e-6
 ):
     """The definition: S_t = a_t * S_{t-1} + k_t v_t^T, one step per token. O(T*D*E) time."""
-    vector = _check(q, k, v, g)
-    S, z = _initial(q, v, normalize, initial_state)
+    vector = check_gated_inputs(q, k, v, g)
+    S, z = initial_state_or_zeros(q, v, normalize, initial_state)
     outs = []
     for t in range(q.shape[2]):
         q_t, k_t, v_t = q[:, :, t], k[:, :, t], v[:, :, t]  # (B, H, D), (B, H, D), (B, H, E)
@@ -118,7 +111,9 @@ def gated_linear_attention_recurrent(
             o_t = o_t / ((q_t * z).sum(-1, keepdim=True) + eps)
         outs.append(o_t)
     o = torch.stack(outs, dim=2) if outs else v.new_zeros(v.shape)  # (B, H, T, E)
-    return _finish(o, S, z, normalize, output_final_state)
+    if output_final_state:
+        return o, ((S, z) if normalize else S)
+    return o
 
 
 def _masked_scores(q, k, g, vector):
@@ -133,8 +128,8 @@ def gated_linear_attention_parallel(
     q, k, v, g, normalize=False, initial_state=None, output_final_state=False, eps=1e-6
 ):
     """Decay-masked form: o = (q k^T * exp(segsum(g))) v (+ initial state). O(T^2*(D+E))."""
-    vector = _check(q, k, v, g)
-    S0, z0 = _initial(q, v, normalize, initial_state)
+    vector = check_gated_inputs(q, k, v, g)
+    S0, z0 = initial_state_or_zeros(q, v, normalize, initial_state)
     if vector:  # the mask differs per key channel: (B, H, D, T, T)
         L = torch.exp(segment_sum(g.transpose(-1, -2)))  # L[d, t, s] = a_{s+1}[d] ... a_t[d]
         scores = torch.einsum("bhtd,bhdts,bhsd->bhts", q, L, k)  # (B, H, T, T)
@@ -156,7 +151,9 @@ def gated_linear_attention_parallel(
         den = scores.sum(-1) + ((q * decay_q) * z0.unsqueeze(2)).sum(-1)  # (B, H, T)
         o = o / (den.unsqueeze(-1) + eps)
         z = decay_T * z0 + k_dec.sum(2)  # (B, H, D)
-    return _finish(o, S, z, normalize, output_final_state)
+    if output_final_state:
+        return o, ((S, z) if normalize else S)
+    return o
 
 
 def gated_linear_attention_chunked(
@@ -167,9 +164,9 @@ def gated_linear_attention_chunked(
 
     Every exponent is a sum of log-gates inside one chunk, so nothing underflows however long T.
     """
-    vector = _check(q, k, v, g)
+    vector = check_gated_inputs(q, k, v, g)
     check_positive("chunk_size", chunk_size)
-    S, z = _initial(q, v, normalize, initial_state)
+    S, z = initial_state_or_zeros(q, v, normalize, initial_state)
     outs = []
     for start in range(0, q.shape[2], chunk_size):
         end = min(start + chunk_size, q.shape[2])
@@ -191,7 +188,9 @@ def gated_linear_attention_chunked(
         S = decay_c.unsqueeze(-1) * S + k_dec.transpose(-1, -2) @ v_c  # (B, H, D, E)
         outs.append(o_c)
     o = torch.cat(outs, dim=2) if outs else v.new_zeros(v.shape)  # (B, H, T, E)
-    return _finish(o, S, z, normalize, output_final_state)
+    if output_final_state:
+        return o, ((S, z) if normalize else S)
+    return o
 
 
 def gated_linear_attention_step(q_t, k_t, v_t, g_t, state, normalize=False, eps=1e-6):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from lintutor._validate import check_nonnegative, check_shapes
+from lintutor.softmax import causal_mask
 
 
 def linear_attention(q, k, v, normalize=True, eps=1e-6):
@@ -54,8 +55,7 @@ def linear_attention_weights(q, k, causal=False, eps=1e-6):
     check_shapes(q=(q, "B H T D"), k=(k, "B H S D"))
     scores = q @ k.transpose(-1, -2)  # (B, H, T, S)
     if causal:
-        T, S = q.shape[2], k.shape[2]
-        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
+        mask = causal_mask(q.shape[2], k.shape[2], device=q.device)  # (T, S)
         scores = scores.masked_fill(~mask, 0.0)
     den = scores.sum(-1, keepdim=True)  # (B, H, T, 1)
     check_nonnegative("the normalizer phi(q) . sum_s phi(k_s)", den)

@@ -15,7 +15,7 @@ The paper writes zero-order hold for both A and B; the official `selective_scan_
 (state-spaces/mamba, mamba_ssm/ops/selective_scan_interface.py) computes
 `deltaB_u = delta * B * u`, the Euler step. They agree to first order in Delta A. Both are here.
 
-As linear attention (Han et al. 2024, §4 and Fig. 1; PAPERS.md): each channel d is a head with
+As linear attention (Han et al. 2024, §4 and Fig. 1): each channel d is a head with
 q_t = C_t, k_s = B_s (N = key dim), v_s = Delta_s x_s (E = 1, the input gate), vector log-gate
 g_t = Delta_t[d] A[d] (the forget gate), no normalizer, and D x added as a shortcut. Every
 channel shares q and k: one "head" of attention in the paper's sense (one (B, C) pair).
@@ -41,13 +41,6 @@ from lintutor.gated import (
 DISCRETIZATIONS = ("simple", "zoh")
 
 
-def _check(x, delta, A, B, C, D=None):
-    check_shapes(
-        x=(x, "b T d"), delta=(delta, "b T d"), A=(A, "d N"), B=(B, "b T N"), C=(C, "b T N"),
-        D=(D, "d"),
-    )  # fmt: skip
-
-
 def discretize(delta, A, B, discretization="simple"):
     """(A~, B~), each (b, T, d, N), from Delta (b, T, d), A (d, N), B (b, T, N). O(T*d*N)."""
     if discretization not in DISCRETIZATIONS:
@@ -69,7 +62,10 @@ def selective_scan_recurrent(
 
     With output_final_state=True returns (y, h_T) with h (b, d, N).
     """
-    _check(x, delta, A, B, C, D)
+    check_shapes(
+        x=(x, "b T d"), delta=(delta, "b T d"), A=(A, "d N"), B=(B, "b T N"), C=(C, "b T N"),
+        D=(D, "d"),
+    )  # fmt: skip
     A_bar, B_bar = discretize(delta, A, B, discretization)  # (b, T, d, N) each
     b, T, d = x.shape
     h = x.new_zeros(b, d, A.shape[1]) if initial_state is None else initial_state  # (b, d, N)
@@ -90,7 +86,9 @@ def mamba_to_gated_linear_attention(x, delta, A, B, C, discretization="simple"):
     One head per channel d: q = C, k = B (ZOH: B times (exp(Delta A) - 1) / (Delta A)),
     v = Delta * x (the input gate), g = Delta * A (the forget gate exp(g) = exp(Delta A)).
     """
-    _check(x, delta, A, B, C)
+    check_shapes(
+        x=(x, "b T d"), delta=(delta, "b T d"), A=(A, "d N"), B=(B, "b T N"), C=(C, "b T N")
+    )
     d = x.shape[2]
     q = C.unsqueeze(1).expand(-1, d, -1, -1)  # (b, d, T, N): every channel reads with C
     k = B.unsqueeze(1).expand(-1, d, -1, -1)  # (b, d, T, N): every channel writes with B

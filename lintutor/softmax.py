@@ -28,10 +28,14 @@ def attention_one_query(q, k, v):
     return weights @ v  # (E,)
 
 
-def causal_mask(T: int, S: int | None = None, device=None) -> torch.Tensor:
-    """Boolean (T, S) mask, True where query t may see key s (s <= t + S - T)."""
+def causal_mask(T: int, S: int | None = None, device=None, strict: bool = False) -> torch.Tensor:
+    """Boolean (T, S) mask, True where query t may see key s (s <= t + S - T).
+
+    The one place the package builds a causal mask. strict=True leaves out the diagonal
+    (s < t + S - T), as the segment sums of lesson 04 need.
+    """
     S = T if S is None else S
-    return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T - int(strict))
 
 
 def attention_weights(q, k, causal: bool = False, temperature: float = 1.0):
@@ -62,8 +66,7 @@ def softmax_attention(q, k, v, causal: bool = False):
     check_shapes(q=(q, "B H T D"), k=(k, "B H S D"), v=(v, "B H S E"))
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, T, S)
     if causal:
-        T, S = q.shape[-2], k.shape[-2]
-        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
+        mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device)  # (T, S)
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)  # (B, H, T, S), rows sum to 1
     return weights @ v  # (B, H, T, E)
