@@ -7,14 +7,39 @@ Glossary (every module uses these letters):
     C  chunk size               q, k, v  (B, H, T, D) / (B, H, T, D) / (B, H, T, E)
     phi  feature map            S_t state (B, H, D, E), z_t normalizer (B, H, D)
 
-Modules, in course order: softmax (01); featuremaps, linear (02); causal, data, models (03);
-gated (04); mamba, mlla, vision, ablation (05); kernels, bench (08, need Triton). Plumbing:
-exercises (the checker), notebook, grade, plots, measure, doctor, cli.
+Four bands, each importing only from the bands below it:
+    lesson code   softmax (01); featuremaps, linear (02); causal (03); gated (04);
+                  mamba, mlla (05); kernels (08, needs Triton)
+    models, data  models, data, vision; plots, measure
+    experiments   lintutor.experiments: runs that store results in assets/ (lessons 05, 08)
+    the tutor     lintutor.course: the exercise checker, notebook helpers, the `lintutor` command
+
+`check`, `hint`, `solution` and `setup_notebook` are re-exported here for the lessons, lazily:
+`import lintutor.causal` loads no tutor code.
 """
 
 __version__ = "0.1.0"
 
-from lintutor.exercises import check, hint, solution  # noqa: E402
-from lintutor.notebook import setup_notebook  # noqa: E402
+# name -> the module that defines it; imported on first use (module-level __getattr__, PEP 562)
+_LAZY = {
+    "check": "lintutor.course.exercises",
+    "hint": "lintutor.course.exercises",
+    "solution": "lintutor.course.exercises",
+    "setup_notebook": "lintutor.course.notebook",
+}
 
 __all__ = ["check", "hint", "solution", "setup_notebook", "__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lintutor' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

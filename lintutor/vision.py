@@ -1,5 +1,8 @@
 """A small vision model for the MLLA ablation, and its data (lesson 05).
 
+The ablation itself (its rows, the paper's numbers, the runner) is
+`lintutor.experiments.mlla_ablation`.
+
 Data: scikit-learn's bundled handwritten digits (1,797 images of 8 x 8, 10 classes; no download),
 cut into a 4 x 4 grid of 2 x 2 patches: 16 tokens in raster order.
 
@@ -24,7 +27,7 @@ that knows position does so through the token index.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -74,37 +77,6 @@ class Factors:
 
 
 BASELINE = Factors()
-
-# One change to the baseline per row, named as in the paper's tables.
-ABLATION_ROWS = {
-    "baseline (linear attention)": BASELINE,
-    "+ input gate": replace(BASELINE, input_gate=True),
-    "+ forget gate": replace(BASELINE, forget_gate=True),
-    "+ shortcut": replace(BASELINE, shortcut=True),
-    "- normalization": replace(BASELINE, normalize=False),
-    "single head": replace(BASELINE, n_heads=1),
-    "Mamba block design": replace(BASELINE, block="mlla"),
-    "+ APE": replace(BASELINE, ape=True),
-    "+ LePE": replace(BASELINE, lepe=True),
-    "+ CPE": replace(BASELINE, cpe=True),
-    "+ RoPE": replace(BASELINE, rope=True),
-}
-
-# Han et al. 2024: Table 1 (one change each to a Swin-T-like linear-attention model) and
-# Table 2 (positional encodings in place of the forget gate); ImageNet-1K top-1 %.
-PAPER_TOP1 = {
-    "baseline (linear attention)": 77.6,
-    "+ input gate": 77.8,
-    "+ forget gate": 78.4,
-    "+ shortcut": 77.8,
-    "- normalization": 72.4,
-    "single head": 73.5,
-    "Mamba block design": 80.9,
-    "+ APE": 80.0,
-    "+ LePE": 81.6,
-    "+ CPE": 81.7,
-    "+ RoPE": 80.0,
-}
 
 
 class AblationAttention(nn.Module):
@@ -246,23 +218,3 @@ def accuracy(model, x, y, perm=None, batch=512) -> float:
     for i in range(0, len(y), batch):
         right += int((model(x[i : i + batch], perm).argmax(-1) == y[i : i + batch]).sum())
     return 100.0 * right / len(y)
-
-
-def run_row(f: Factors, data, seed=0, epochs=40, n_perms=5, lr=3e-3) -> dict:
-    """Train one ablation row; test accuracy plain and with shuffled patches (mean of n_perms)."""
-    torch.manual_seed(seed)
-    model = TinyViT(f)
-    loss = train_classifier(model, data, epochs=epochs, lr=lr, seed=seed)
-    x_test, y_test = data[2], data[3]
-    g = torch.Generator().manual_seed(1000 + seed)
-    shuffled = [
-        accuracy(model, x_test, y_test, torch.randperm(GRID * GRID, generator=g))
-        for _ in range(n_perms)
-    ]
-    return {
-        "seed": seed,
-        "train_loss": loss,
-        "test_acc": accuracy(model, x_test, y_test),
-        "shuffled_acc": sum(shuffled) / len(shuffled),
-        "params": sum(p.numel() for p in model.parameters()),
-    }

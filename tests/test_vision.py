@@ -1,20 +1,11 @@
-"""The ablation model: each switch changes the model, position-free rows ignore patch order, and
-training learns the digits."""
+"""The ablation's model and data: digits are bundled and split, patches are in raster order,
+training learns the digits, accuracy counts right answers. (The ablation rows:
+tests/experiments/test_mlla_ablation.py.)"""
 
 import pytest
 import torch
 
-from lintutor.vision import (
-    ABLATION_ROWS,
-    BASELINE,
-    PAPER_TOP1,
-    TinyViT,
-    accuracy,
-    digits,
-    patchify,
-    run_row,
-    train_classifier,
-)
+from lintutor.vision import BASELINE, TinyViT, accuracy, digits, patchify, train_classifier
 
 
 @pytest.fixture(scope="module")
@@ -37,41 +28,12 @@ def test_patchify_is_raster_order():
     assert p[0, 4].tolist() == [16, 17, 24, 25]
 
 
-def test_every_row_is_one_change_and_has_a_paper_number():
-    assert set(ABLATION_ROWS) == set(PAPER_TOP1)
-    for name, f in ABLATION_ROWS.items():
-        changed = [k for k in vars(BASELINE) if getattr(f, k) != getattr(BASELINE, k)]
-        assert len(changed) == (0 if name.startswith("baseline") else 1), (name, changed)
-
-
-POSITIONAL = {"+ forget gate", "Mamba block design", "+ APE", "+ LePE", "+ CPE", "+ RoPE"}
-
-
-@pytest.mark.parametrize("name", list(ABLATION_ROWS))
-def test_only_positional_rows_see_patch_order(name):
-    torch.manual_seed(0)
-    model = TinyViT(ABLATION_ROWS[name]).eval()
-    if name == "+ APE":  # APE starts tiny; make it visible
-        model.ape.data.normal_()
-    x = torch.rand(4, 1, 8, 8)
-    perm = torch.randperm(16, generator=torch.Generator().manual_seed(1))
-    same = torch.allclose(model(x), model(x, perm), atol=1e-5)
-    assert same != (name in POSITIONAL), name
-
-
 def test_training_fits_a_small_set(data):
     torch.manual_seed(0)
     model = TinyViT(BASELINE)
     loss = train_classifier(model, (data[0][:128], data[1][:128]), epochs=40)
     assert loss < 2.0  # log(10) = 2.30 at chance
     assert accuracy(model, data[0][:128], data[1][:128]) > 25  # chance is 10 %
-
-
-def test_run_row_reports_plain_and_shuffled_accuracy(data):
-    tiny = (data[0][:64], data[1][:64], data[2][:50], data[3][:50])
-    r = run_row(BASELINE, tiny, epochs=1, n_perms=2)
-    assert set(r) >= {"test_acc", "shuffled_acc", "train_loss", "params"}
-    assert r["shuffled_acc"] == pytest.approx(r["test_acc"])  # no position: order is invisible
 
 
 def test_accuracy_counts_right_answers():

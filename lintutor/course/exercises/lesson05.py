@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from lintutor import mamba as ref
-from lintutor.exercises.core import Exercise, Wrong, randint
+from lintutor.course.checker import Exercise, between, cases, normal
 
 
 def _ssm_inputs(s, g, with_x=True, with_D=True):
     b, T, d, N = s["b"], s["T"], s["d"], s["N"]
-    n = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    n = lambda *shape: normal(g, *shape)  # noqa: E731
     out = {}
     if with_x:
         out["x"] = n(b, T, d)
@@ -26,22 +26,14 @@ def _ssm_inputs(s, g, with_x=True, with_D=True):
     return out
 
 
-SSM_SIZES = [
-    ("T=1", {"b": 1, "T": 1, "d": 2, "N": 3, "discretization": "simple"}),
-    ("odd T, one channel", {"b": 1, "T": 7, "d": 1, "N": 4, "discretization": "simple"}),
-    ("b > 1, d != N", {"b": 2, "T": 6, "d": 3, "N": 5, "discretization": "simple"}),
-    ("zero-order hold", {"b": 2, "T": 9, "d": 4, "N": 2, "discretization": "zoh"}),
-]
-
-
-def _ssm_random(g):
-    return {
-        "b": randint(g, 1, 3),
-        "T": randint(g, 2, 20),
-        "d": randint(g, 1, 5),
-        "N": randint(g, 1, 6),
-        "discretization": ("simple", "zoh")[randint(g, 0, 1)],
-    }
+SSM_SIZES = cases(
+    "b T d N discretization",
+    ("T=1", 1, 1, 2, 3, "simple"),
+    ("odd T, one channel", 1, 7, 1, 4, "simple"),
+    ("b > 1, d != N", 2, 6, 3, 5, "simple"),
+    ("zero-order hold", 2, 9, 4, 2, "zoh"),
+)
+SSM_RANDOM = between(b=(1, 3), T=(2, 20), d=(1, 5), N=(1, 6), discretization=["simple", "zoh"])
 
 
 # --- 05.1 the selective scan ------------------------------------------------------------------
@@ -59,42 +51,46 @@ def _scan(x, delta, A, B, C, D, A_bar, B_bar, read_before=False, shortcut=True):
 
 
 def _scan_euler_A(x, delta, A, B, C, D, discretization="simple"):
+    """A was discretized as 1 + Delta A (Euler); Mamba's forget gate is exp(Delta A)"""
     _, B_bar = ref.discretize(delta, A, B, discretization)
     return _scan(x, delta, A, B, C, D, 1 + delta.unsqueeze(-1) * A, B_bar)
 
 
 def _scan_no_D(x, delta, A, B, C, D, discretization="simple"):
+    """the shortcut D * x_t is missing from y_t"""
     return _scan(x, delta, A, B, C, D, *ref.discretize(delta, A, B, discretization), shortcut=False)
 
 
 def _scan_no_delta_on_B(x, delta, A, B, C, D, discretization="simple"):
+    """B was used without Delta: the input gate Delta_t must scale what is written (B~ = Delta B)"""
     A_bar, _ = ref.discretize(delta, A, B, discretization)
     return _scan(x, delta, A, B, C, D, A_bar, B.unsqueeze(2).expand_as(A_bar))
 
 
 def _scan_read_before(x, delta, A, B, C, D, discretization="simple"):
+    """y_t reads the state before this step's update (use h_t)"""
     bars = ref.discretize(delta, A, B, discretization)
     return _scan(x, delta, A, B, C, D, *bars, read_before=True)
 
 
 def _scan_always_simple(x, delta, A, B, C, D, discretization="simple"):
+    """discretization='zoh' was ignored: zero-order hold uses B~ = (exp(Delta A) - 1) / A * B"""
     return _scan(x, delta, A, B, C, D, *ref.discretize(delta, A, B, "simple"))
 
 
 def _scan_no_delta_on_A(x, delta, A, B, C, D, discretization="simple"):
+    """the forget gate is exp(A) without Delta: the step size must scale A too"""
     _, B_bar = ref.discretize(delta, A, B, discretization)
     return _scan(x, delta, A, B, C, D, torch.exp(A).expand_as(B_bar), B_bar)
 
 
 EX_05_1 = Exercise(
     id="05.1",
-    lesson="05",
     title="Mamba's selective scan",
-    name="selective_scan_recurrent",
     reference=ref.selective_scan_recurrent,
     make_inputs=_ssm_inputs,
     named_sizes=SSM_SIZES,
-    random_sizes=_ssm_random,
+    random_sizes=SSM_RANDOM,
     time_dim=1,
     hints=(
         "Discretize first (A~ = exp(Delta A); B~ = Delta B, or zero-order hold), then one loop "
@@ -107,27 +103,17 @@ EX_05_1 = Exercise(
         "ys.append((h * C[:, t, None, :]).sum(-1) + D * x[:, t])",
     ),
     wrong=[
-        Wrong(
-            _scan_euler_A,
-            "A was discretized as 1 + Delta A (Euler); Mamba's forget gate is exp(Delta A)",
-        ),
-        Wrong(_scan_no_D, "the shortcut D * x_t is missing from y_t"),
-        Wrong(
-            _scan_no_delta_on_B,
-            "B was used without Delta: the input gate Delta_t must scale "
-            "what is written (B~ = Delta B)",
-        ),
-        Wrong(_scan_read_before, "y_t reads the state before this step's update (use h_t)"),
-        Wrong(
-            _scan_always_simple,
-            "discretization='zoh' was ignored: zero-order hold uses "
-            "B~ = (exp(Delta A) - 1) / A * B",
-        ),
-        Wrong(
-            _scan_no_delta_on_A,
-            "the forget gate is exp(A) without Delta: the step size must scale A too",
-        ),
+        _scan_euler_A,
+        _scan_no_D,
+        _scan_no_delta_on_B,
+        _scan_read_before,
+        _scan_always_simple,
+        _scan_no_delta_on_A,
     ],
+    difficulty=2,
+    minutes=20,
+    objective="Write Mamba's selective scan as a plain loop: discretize, update the state, read "
+    "it.",
 )
 
 
@@ -155,34 +141,38 @@ def _map(x, delta, A, B, C, discretization, swap=False, v_gate=True, log=True, w
 
 
 def _map_swap(x, delta, A, B, C, discretization="simple"):
+    """q and k are swapped: C reads the state (query), B writes it (key)"""
     return _map(x, delta, A, B, C, discretization, swap=True)
 
 
 def _map_no_input_gate(x, delta, A, B, C, discretization="simple"):
+    """v = x without Delta: the input gate Delta_t belongs in v"""
     return _map(x, delta, A, B, C, discretization, v_gate=False)
 
 
 def _map_gate_not_log(x, delta, A, B, C, discretization="simple"):
+    """the gate is returned as exp(Delta A); the forms take log-gates g = Delta A"""
     return _map(x, delta, A, B, C, discretization, log=False)
 
 
 def _map_no_delta_in_gate(x, delta, A, B, C, discretization="simple"):
+    """the log-gate is A without Delta_t: the forget gate is exp(Delta_t A), different at every
+    step"""
     return _map(x, delta, A, B, C, discretization, with_delta=False)
 
 
 def _map_no_zoh_factor(x, delta, A, B, C, discretization="simple"):
+    """with zero-order hold the key carries (exp(Delta A) - 1) / (Delta A); it is missing"""
     return _map(x, delta, A, B, C, discretization, zoh=False)
 
 
 EX_05_2 = Exercise(
     id="05.2",
-    lesson="05",
     title="the selective SSM as gated linear attention",
-    name="mamba_to_gated_linear_attention",
     reference=ref.mamba_to_gated_linear_attention,
     make_inputs=_map_inputs,
     named_sizes=SSM_SIZES,
-    random_sizes=_ssm_random,
+    random_sizes=SSM_RANDOM,
     time_dim=2,
     output_names=("q", "k", "v", "g"),
     hints=(
@@ -197,22 +187,15 @@ EX_05_2 = Exercise(
         "v = (delta * x).transpose(1, 2)[..., None]; return q, k, v, g",
     ),
     wrong=[
-        Wrong(_map_swap, "q and k are swapped: C reads the state (query), B writes it (key)"),
-        Wrong(_map_no_input_gate, "v = x without Delta: the input gate Delta_t belongs in v"),
-        Wrong(
-            _map_gate_not_log,
-            "the gate is returned as exp(Delta A); the forms take log-gates g = Delta A",
-        ),
-        Wrong(
-            _map_no_delta_in_gate,
-            "the log-gate is A without Delta_t: the forget gate is "
-            "exp(Delta_t A), different at every step",
-        ),
-        Wrong(
-            _map_no_zoh_factor,
-            "with zero-order hold the key carries (exp(Delta A) - 1) / (Delta A); it is missing",
-        ),
+        _map_swap,
+        _map_no_input_gate,
+        _map_gate_not_log,
+        _map_no_delta_in_gate,
+        _map_no_zoh_factor,
     ],
+    difficulty=2,
+    minutes=15,
+    objective="Translate Mamba's letters into gated linear attention's q, k, v and log-gates.",
 )
 
 
@@ -238,34 +221,37 @@ def _attn(delta, A, B, C, discretization, inclusive=False, transpose=False, caus
 
 
 def _attn_no_delta(delta, A, B, C, discretization="simple"):
+    """the input gate Delta_s is missing from alpha[t, s]"""
     return _attn(delta, A, B, C, "simple", with_delta=False)
 
 
 def _attn_inclusive(delta, A, B, C, discretization="simple"):
+    """the decay includes step s itself; it runs over s+1 ... t"""
     return _attn(delta, A, B, C, discretization, inclusive=True)
 
 
 def _attn_transposed(delta, A, B, C, discretization="simple"):
+    """alpha is transposed: rows are outputs t, columns inputs s"""
     return _attn(delta, A, B, C, discretization, transpose=True)
 
 
 def _attn_not_causal(delta, A, B, C, discretization="simple"):
+    """entries above the diagonal (s > t) must be 0: Mamba is causal"""
     return _attn(delta, A, B, C, discretization, causal=False)
 
 
 def _attn_swapped(delta, A, B, C, discretization="simple"):
+    """B and C are swapped: C_t reads at t, B_s writes at s"""
     return _attn(delta, A, B, C, discretization, swap=True)
 
 
 EX_05_3 = Exercise(
     id="05.3",
-    lesson="05",
     title="Mamba's implicit attention matrix",
-    name="mamba_attention_matrix",
     reference=ref.mamba_attention_matrix,
     make_inputs=_attn_inputs,
     named_sizes=SSM_SIZES,
-    random_sizes=_ssm_random,
+    random_sizes=SSM_RANDOM,
     time_dim=-2,
     hints=(
         "alpha[d, t, s] is how much x_s[d] contributes to y_t[d]: C_t reads, B~_s wrote, and "
@@ -277,13 +263,10 @@ EX_05_3 = Exercise(
         "G = segment_sum((delta[..., None] * A).permute(0, 2, 3, 1)); "
         "return torch.einsum('btn,bdnts,bsdn->bdts', C, torch.exp(G), B_bar)",
     ),
-    wrong=[
-        Wrong(_attn_no_delta, "the input gate Delta_s is missing from alpha[t, s]"),
-        Wrong(_attn_inclusive, "the decay includes step s itself; it runs over s+1 ... t"),
-        Wrong(_attn_transposed, "alpha is transposed: rows are outputs t, columns inputs s"),
-        Wrong(_attn_not_causal, "entries above the diagonal (s > t) must be 0: Mamba is causal"),
-        Wrong(_attn_swapped, "B and C are swapped: C_t reads at t, B_s writes at s"),
-    ],
+    wrong=[_attn_no_delta, _attn_inclusive, _attn_transposed, _attn_not_causal, _attn_swapped],
+    difficulty=3,
+    minutes=20,
+    objective="Build Mamba's implicit attention matrix from segment sums of Delta A.",
 )
 
 EXERCISES = [EX_05_1, EX_05_2, EX_05_3]

@@ -6,16 +6,19 @@ import sys
 
 import nbformat
 
-from lintutor.cli import _copy_lessons, main
-from lintutor.notebook import exercise_cells, solved
+from lintutor.course.cli import _copy_lessons, main
+from lintutor.course.notebook import exercise_cells, solved
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LESSON01 = os.path.join(ROOT, "notebooks", "01_softmax_attention.ipynb")
 
 
 def _lintutor(*args):
     return subprocess.run(
-        [sys.executable, "-m", "lintutor.cli", *args], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "lintutor.course.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
 
 

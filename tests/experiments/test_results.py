@@ -1,4 +1,5 @@
-"""The benchmark's CPU-side logic: floors, ratios, the table, the stored GPU results."""
+"""Stored benchmark results read back without a GPU: floors, ratios, the table, the figures, and
+the stored H100 files themselves (card, versions, every timed provider checked first)."""
 
 import glob
 import json
@@ -6,10 +7,10 @@ import os
 
 import pytest
 
-from lintutor import bench
-from lintutor.cli import main
+from lintutor.experiments import kernel_providers, results
+from lintutor.experiments.kernel_providers import T_LIST, TOKENS, WIDTH
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _result():
@@ -23,8 +24,8 @@ def _result():
 
 
 def test_floors_are_bytes_over_measured_bandwidth():
-    r = bench.summarize(_result())
-    unit = bench.TOKENS * bench.WIDTH * 2
+    r = results.summarize(_result())
+    unit = kernel_providers.TOKENS * kernel_providers.WIDTH * 2
     assert r["floor_fwd_ms"] == pytest.approx(4 * unit / 2e12 * 1e3)
     assert r["floor_fwdbwd_ms"] == pytest.approx(11 * unit / 2e12 * 1e3)
     assert r["decode"]["floor_ms"] == pytest.approx(0.5)
@@ -32,7 +33,7 @@ def test_floors_are_bytes_over_measured_bandwidth():
 
 
 def test_ratios_use_the_fastest_fla_and_sdpa_provider():
-    row = bench.summarize(_result())["rows"][0]
+    row = results.summarize(_result())["rows"][0]
     assert row["fla_best_fwd_ms"] == 1.0 and row["sdpa_best_fwd_ms"] == 2.5
     assert row["ratio_fwd_to_fla"] == pytest.approx(0.5)
     assert row["ratio_fwd_to_sdpa"] == pytest.approx(0.2)
@@ -45,20 +46,11 @@ def test_missing_providers_give_no_ratio_and_a_dash_in_the_table():
     for key in ("fla_chunk_fwd_ms", "fla_fused_chunk_fwd_ms", "fla_chunk_fwdbwd_ms",
                 "fla_fused_chunk_fwdbwd_ms"):  # fmt: skip
         res["rows"][0][key] = None
-    row = bench.summarize(res)["rows"][0]
+    row = results.summarize(res)["rows"][0]
     assert row["ratio_fwd_to_fla"] is None and "ratio_fwdbwd_to_fla_chunk" not in row
     assert "ratio_fwdbwd_to_fla" not in row
-    line = bench.table(res).splitlines()[2]
+    line = results.table(res).splitlines()[2]
     assert line.split()[:3] == ["128", "2048", "|"] and "-" in line
-
-
-def test_bench_without_gpu_says_so(capsys):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
-    assert main(["bench", "--quick"]) == 1
-    assert "needs a CUDA GPU" in capsys.readouterr().err
 
 
 STORED = sorted(glob.glob(os.path.join(ROOT, "assets", "bench_*.json")))
@@ -71,9 +63,9 @@ def test_stored_results_record_the_card_versions_and_checked_providers(path):
     v = res["versions"]
     assert v["gpu"] and v["torch"] and v["triton"] and res["date"] and "fla" in v
     assert res["roofs"]["copy_TBps"] > 0.5
-    assert {r["T"] for r in res["rows"]} == set(bench.T_LIST)
+    assert {r["T"] for r in res["rows"]} == set(T_LIST)
     for r in res["rows"]:
-        assert r["B"] * r["T"] == bench.TOKENS and r["H"] * r["D"] == bench.WIDTH
+        assert r["B"] * r["T"] == TOKENS and r["H"] * r["D"] == WIDTH
         for key, ms in r.items():  # every timed provider passed its correctness check first
             if (
                 key.endswith("_fwd_ms")
@@ -84,39 +76,17 @@ def test_stored_results_record_the_card_versions_and_checked_providers(path):
     assert res["decode"]["lintutor_err"] < 1e-2
 
 
-def test_stored_lm_curves_hold_both_forms_with_matching_first_loss():
-    paths = glob.glob(os.path.join(ROOT, "assets", "lm_curves_*.json"))
-    assert paths
-    with open(paths[0]) as fh:
-        runs = json.load(fh)["runs"]
-    a, b = runs["torch_chunked"]["loss"], runs["triton"]["loss"]
-    assert len(a) == len(b) and a[0] == pytest.approx(b[0], rel=1e-3)
-
-
-def test_lm_curves_without_gpu_say_so(monkeypatch, capsys):
-    import argparse
-
-    import torch
-
-    from lintutor.bench import add_arguments, run_from_args
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    for flags in (["--lm"], ["--lm-drift"]):
-        assert run_from_args(p.parse_args(flags)) == 1
-        assert "need a CUDA GPU" in capsys.readouterr().err
-
-
-def test_finish_partial_marks_missing_shapes_and_summarizes_only_its_own_rows(tmp_path):
-    res = _result()
-    res["rows"][0].update({"D": 64, "H": 32, "T": 512, "B": 128})
-    path = tmp_path / "bench_x.json"
-    path.write_text(json.dumps(res))
-    out = bench.finish_partial(str(path), "stopped", log=lambda *_: None)
-    assert json.loads(path.read_text()) == out
-    assert len(out["rows"]) == 2 * len(bench.T_LIST) and out["incomplete"].startswith("1 of 16")
-    marked = [r for r in out["rows"] if "not_measured" in r]
-    assert len(marked) == 15 and all(r["B"] * r["T"] == bench.TOKENS for r in marked)
-    assert not any(k.endswith("_ms") and r[k] for r in marked for k in r)
-    assert out["rows"][0]["ratio_fwd_to_fla"] == pytest.approx(0.5)
+def test_stored_benchmark_reads_back_as_table_and_figures_without_a_gpu():
+    res = results.load()  # the run lesson 08 shows
+    assert res == results.load(results.BENCH) == results.load(results.asset_path(results.BENCH))
+    lines = results.table().splitlines()
+    assert len(lines) == 2 + len(res["rows"]) + 1 and lines[-1].startswith("decode")
+    for what in results.FIGURES:
+        for D in (64, 128):
+            fig = results.figure(res, D, what)
+            assert fig.data and res["versions"]["gpu"] in fig.layout.title.text
+    assert len(results.decode_figure().data) == 2
+    with pytest.raises(ValueError, match="what must be one of"):
+        results.figure(res, 64, "speed")
+    with pytest.raises(FileNotFoundError, match="assets/nothing.json"):
+        results.load("nothing.json")

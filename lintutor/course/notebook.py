@@ -1,9 +1,10 @@
 """Notebook plumbing: the Colab set-up cell, finding exercise cells, the solved version of a
-lesson, and `setup_notebook()` that every lesson calls once.
+lesson, where the lessons are, and `setup_notebook()` that every lesson calls once.
 
-Convention (tests/test_notebooks.py enforces it): cell 1 is `COLAB_SETUP`; cell 2, tagged
+Convention (tests/course/test_notebooks.py enforces it): cell 0 is `COLAB_SETUP`; cell 1, tagged
 `imports`, imports what the lesson needs; an exercise is a code cell tagged `exercise:ID` that
-defines one function, followed by a cell that calls `check("ID", function)`.
+defines one function and raises NotImplementedError, followed by a cell that calls
+`check("ID", function)`. Committed notebooks carry no outputs.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def exercise_cells(nb) -> list[tuple[str, int]]:
 
 def solved(nb):
     """A copy of the notebook with every exercise cell replaced by the reference solution."""
-    from lintutor.exercises import get, solution
+    from lintutor.course.exercises import get, solution
 
     nb = copy.deepcopy(nb)
     for ex_id, i in exercise_cells(nb):
@@ -66,22 +67,12 @@ def solved(nb):
 
 def lesson_dirs() -> list[str]:
     """Where lessons may be: ./notebooks, the repository next to the package, the installed copy."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # lintutor/
     return [
         os.path.join(os.getcwd(), "notebooks"),
-        os.path.join(os.path.dirname(here), "notebooks"),
-        os.path.join(here, "_notebooks"),
+        os.path.join(os.path.dirname(package), "notebooks"),
+        os.path.join(package, "_notebooks"),
     ]
-
-
-def asset_path(name: str) -> str:
-    """Path of a file in assets/: the repository's folder, or the copy inside an installed wheel."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for d in (os.path.join(os.path.dirname(here), "assets"), os.path.join(here, "_assets")):
-        path = os.path.join(d, name)
-        if os.path.exists(path):
-            return path
-    raise FileNotFoundError(f"assets/{name} is missing (looked next to the package and inside it)")
 
 
 def find_lesson(name: str) -> str:

@@ -12,7 +12,7 @@ import time
 
 
 def _cmd_lab(args) -> int:
-    from lintutor.notebook import lesson_dirs
+    from lintutor.course.notebook import lesson_dirs
 
     here = next((d for d in lesson_dirs()[:2] if os.path.isdir(d)), None)
     if here is None:  # installed from a wheel: copy the lessons to a folder the learner owns
@@ -47,7 +47,7 @@ def _copy_lessons(src: str, dst: str, update: bool) -> None:
 
 
 def _cmd_doctor(args) -> int:
-    from lintutor.doctor import report
+    from lintutor.course.doctor import report
 
     print(report())
     return 0
@@ -56,8 +56,8 @@ def _cmd_doctor(args) -> int:
 def _cmd_list(args) -> int:
     import glob
 
-    from lintutor.exercises import all_exercises
-    from lintutor.notebook import lesson_dirs
+    from lintutor.course.exercises import all_exercises
+    from lintutor.course.notebook import lesson_dirs
 
     d = next((d for d in lesson_dirs() if os.path.isdir(d)), None)
     print("Lessons:")
@@ -70,7 +70,7 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_hint(args) -> int:
-    from lintutor.exercises import hint
+    from lintutor.course.exercises import hint
 
     try:
         hint(args.id, args.level)
@@ -81,7 +81,7 @@ def _cmd_hint(args) -> int:
 
 
 def _cmd_solution(args) -> int:
-    from lintutor.exercises import solution
+    from lintutor.course.exercises import solution
 
     try:
         print(solution(args.id))
@@ -92,8 +92,8 @@ def _cmd_solution(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    from lintutor.grade import check_notebook, format_table
-    from lintutor.notebook import find_lesson
+    from lintutor.course.grade import check_notebook, format_table
+    from lintutor.course.notebook import find_lesson
 
     try:
         path = find_lesson(args.notebook)
@@ -110,7 +110,7 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from lintutor.bench import run_from_args
+    from lintutor.experiments.kernel_bench import run_from_args
 
     return run_from_args(args)
 
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     s.add_argument("id")
     s.set_defaults(fn=_cmd_solution)
     sub.add_parser("list", help="lessons and exercises").set_defaults(fn=_cmd_list)
-    from lintutor.bench import add_arguments as _bench_arguments
+    from lintutor.experiments.kernel_bench import add_arguments as _bench_arguments
 
     b = sub.add_parser("bench", help="time lesson 08's kernels against fla and SDPA (GPU)")
     _bench_arguments(b)

@@ -11,6 +11,47 @@ Layers, checked in order; the first failing one is reported:
   7. numbers            max error, worst index, first wrong timestep; known mistakes are named
 
 `check` never raises: whatever the learner's code does, it returns a `CheckResult`.
+
+The exercise format. A lesson's exercises are a list `EXERCISES` in
+`lintutor/course/exercises/lessonNN.py` (found by its name, nothing to register):
+
+    from lintutor import softmax as ref
+    from lintutor.course.checker import Exercise, between, cases, normal
+
+    def _inputs(s, g):                      # sizes + a seeded generator -> keyword arguments
+        return {"q": normal(g, s["D"]), "k": normal(g, s["S"], s["D"]),
+                "v": normal(g, s["S"], s["E"])}
+
+    def _no_scale(q, k, v, **_):            # a known mistake; its docstring is the message
+        "this is what you get without the 1/sqrt(D) scale"
+        return torch.softmax(k @ q, dim=-1) @ v
+
+    EX_01_1 = Exercise(
+        id="01.1",                          # lesson "01" and the learner's function name
+        title="attention for one query",    # (reference.__name__) are derived from it
+        reference=ref.attention_one_query,  # the solution; `solution(id)` prints its source
+        make_inputs=_inputs,
+        named_sizes=cases("S D E", ("one key", 1, 4, 4), ("D != E", 5, 6, 3)),
+        random_sizes=between(S=(2, 40), D=(2, 16), E=(1, 16)),
+        hints=("a nudge", "the approach", "nearly the code"),
+        wrong=[_no_scale, ...],             # at least four, each rejected (a test proves it)
+        difficulty=1, minutes=5, objective="Compute softmax attention for a single query.",
+    )
+    EXERCISES = [EX_01_1]
+
+- `cases(columns, *rows)`: named cases from one table; each row is (label, one value per column),
+  awkward on purpose (T=1, odd T, D != E, B and H > 1). Tables of different columns concatenate.
+- `between(**ranges)`: random sizes, drawn in keyword order from the case's generator: a pair of
+  ints (lo, hi) is an int in [lo, hi], `bool` a coin flip, a list one of its items, anything else
+  a constant. `n_random` seeds (default 3) are checked after the named cases.
+- `wrong`: plain functions taking the same keyword arguments as the reference (`**_` for the ones
+  they ignore); the docstring names the mistake and is shown when a learner's output matches it.
+- The reference uses only what its lesson has shown: no private helpers (`import _x`,
+  `from m import _y`) in `solution(id)`; a test checks it.
+- Optional: `time_dim` (the output axis that is time, for "first wrong timestep"),
+  `output_names` (when the function returns a tuple), `rtol`/`atol` (defaults 1e-6 / 1e-8 in
+  float64), `timeout` (seconds per call), `difficulty` (1 a few lines, 2 a loop or a schedule,
+  3 a kernel or a subtle schedule), `minutes` (expected time), `objective` (one sentence).
 """
 
 from __future__ import annotations
@@ -35,12 +76,9 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PASS, FAIL, NOT_ATTEMPTED = "pass", "fail", "not attempted"
 
 
-@dataclass
-class Wrong:
-    """A known wrong implementation and the sentence that names the mistake."""
-
-    fn: Callable
-    message: str
+def mistake(fn: Callable) -> str:
+    """The message of a known wrong implementation: its docstring on one line."""
+    return " ".join((fn.__doc__ or "").split())
 
 
 @dataclass
@@ -48,37 +86,94 @@ class Exercise:
     """One exercise: the reference is the solution; cases are built from sizes.
 
     make_inputs(sizes, generator) -> dict of keyword arguments (float64 tensors and options)
-    named_sizes: [(case name, sizes)], awkward on purpose (T=1, odd T, D != E, B and H > 1)
-    random_sizes(generator) -> sizes for the random-seed cases
-    time_dim: the axis of each output that is time, for "first wrong timestep" (None: not a
-    sequence); output_names name the outputs when the function returns a tuple.
+    named_sizes: [(case name, sizes)] from `cases`; random_sizes(generator) -> sizes, from
+    `between`. name and lesson default to reference.__name__ and id[:2]. See the module
+    docstring for the rest of the format.
     """
 
     id: str
     title: str
-    name: str
     reference: Callable
     make_inputs: Callable[[dict, torch.Generator], dict]
     named_sizes: list[tuple[str, dict]]
     random_sizes: Callable[[torch.Generator], dict]
     hints: tuple[str, str, str]
-    wrong: list[Wrong]
+    wrong: list[Callable]
+    name: str = ""
+    lesson: str = ""
     time_dim: int | None = None
     output_names: tuple[str, ...] = ("output",)
     n_random: int = 3
     rtol: float = 1e-6
     atol: float = 1e-8
     timeout: float = 10.0
-    lesson: str = ""
+    difficulty: int | None = None
+    minutes: int | None = None
+    objective: str = ""
 
-    def cases(self, seeds=None):
-        """Yield (case name, kwargs): the named cases, then one per random seed."""
+    def __post_init__(self):
+        self.name = self.name or self.reference.__name__
+        self.lesson = self.lesson or self.id[:2]
+        for fn in self.wrong:
+            if not mistake(fn):
+                raise ValueError(
+                    f"{self.id}: the wrong implementation {fn.__name__} has no docstring; "
+                    "its docstring is the message that names the mistake"
+                )
+        if self.difficulty not in (None, 1, 2, 3):
+            raise ValueError(f"{self.id}: difficulty must be 1, 2 or 3, got {self.difficulty!r}")
+
+    def all_cases(self, seeds=None):
+        """Yield (case name, sizes, kwargs): the named cases, then one per random seed."""
         for i, (label, sizes) in enumerate(self.named_sizes):
             yield label, sizes, self.make_inputs(dict(sizes), _gen(1000 + i))
         for seed in seeds if seeds is not None else range(self.n_random):
             g = _gen(seed)
             sizes = self.random_sizes(g)
             yield f"random seed {seed}", sizes, self.make_inputs(dict(sizes), g)
+
+
+def cases(columns: str, *rows) -> list[tuple[str, dict]]:
+    """Named cases from one table: cases("B T", ("T=1", 1, 1), ("odd T", 2, 7))."""
+    names = columns.split()
+    out = []
+    for label, *values in rows:
+        if len(values) != len(names):
+            raise ValueError(
+                f"case {label!r}: {len(values)} values for the {len(names)} columns {columns!r}"
+            )
+        out.append((label, dict(zip(names, values))))
+    return out
+
+
+def between(**ranges) -> Callable[[torch.Generator], dict]:
+    """Random sizes from ranges, drawn in keyword order: between(T=(1, 40), causal=bool).
+
+    (lo, hi) of ints: an int in [lo, hi]; bool: True or False; a list: one of its items;
+    anything else: that constant.
+    """
+
+    def is_range(spec):
+        return (
+            isinstance(spec, tuple)
+            and len(spec) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in spec)
+        )
+
+    def draw(g: torch.Generator) -> dict:
+        out = {}
+        for key, spec in ranges.items():
+            if spec is bool:
+                out[key] = bool(randint(g, 0, 1))
+            elif is_range(spec):
+                out[key] = randint(g, *spec)
+            elif isinstance(spec, list):
+                out[key] = spec[randint(g, 0, len(spec) - 1)]
+            else:
+                out[key] = spec
+        return out
+
+    return draw
 
 
 def randint(g: torch.Generator, lo: int, hi: int) -> int:
@@ -89,6 +184,11 @@ def randint(g: torch.Generator, lo: int, hi: int) -> int:
 def normal(g: torch.Generator, *shape) -> torch.Tensor:
     """A float64 standard-normal tensor from the case generator."""
     return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+
+def uniform(g: torch.Generator, *shape) -> torch.Tensor:
+    """A float64 tensor uniform in [0, 1) from the case generator."""
+    return torch.rand(*shape, generator=g, dtype=torch.float64)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -312,11 +412,11 @@ def _known_mistake(ex: Exercise, inputs: dict, got, want) -> str | None:
     for wrong in ex.wrong:
         try:
             with warnings_off():
-                out = wrong.fn(**_clone(inputs))
+                out = wrong(**_clone(inputs))
         except Exception:
             continue
         if _close(got, out, *tol) and not _close(want, out, *tol):
-            return wrong.message
+            return mistake(wrong)
     return None
 
 
@@ -341,7 +441,7 @@ def run_check(ex: Exercise, fn: Callable, seeds=None) -> CheckResult:
         )
     n_out = len(ex.output_names)
     n_cases = 0
-    for label, sizes, inputs in ex.cases(seeds):
+    for label, sizes, inputs in ex.all_cases(seeds):
         n_cases += 1
         size_txt = ", ".join(f"{k}={v}" for k, v in sizes.items())
         where = f"case '{label}' ({size_txt})"

@@ -47,7 +47,7 @@ def triton_status(timeout: float = 120.0) -> tuple[str, str]:
         mode = "interpreter"
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "lintutor._triton_canary"],
+            [sys.executable, "-m", "lintutor.course._triton_canary"],
             capture_output=True,
             text=True,
             timeout=timeout,

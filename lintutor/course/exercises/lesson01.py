@@ -7,7 +7,7 @@ import math
 import torch
 
 from lintutor import softmax as ref
-from lintutor.exercises.core import Exercise, Wrong, normal, randint
+from lintutor.course.checker import Exercise, between, cases, normal
 
 # --- 01.1 attention for one query ------------------------------------------------------------
 
@@ -21,56 +21,53 @@ def _one_inputs(s, g):
 
 
 def _one_no_scale(q, k, v):
+    """this is what you get without the 1/sqrt(D) scale"""
     return torch.softmax(k @ q, dim=-1) @ v
 
 
 def _one_scale_by_d(q, k, v):
+    """the scores are divided by D; the scale is 1/sqrt(D)"""
     return torch.softmax(k @ q / q.shape[-1], dim=-1) @ v
 
 
 def _one_no_softmax(q, k, v):
+    """the scores are used as weights without a softmax"""
     return (k @ q / math.sqrt(q.shape[-1])) @ v
 
 
 def _one_sum_normalized(q, k, v):
+    """the scores are divided by their sum instead of a softmax"""
     s = k @ q / math.sqrt(q.shape[-1])
     return (s / s.sum()) @ v
 
 
 def _one_hard(q, k, v):
+    """this is hard attention (argmax); softmax gives a weighted average"""
     return v[torch.argmax(k @ q)]
 
 
 EX_01_1 = Exercise(
     id="01.1",
-    lesson="01",
     title="attention for one query",
-    name="attention_one_query",
     reference=ref.attention_one_query,
     make_inputs=_one_inputs,
-    named_sizes=[
-        ("one key", {"S": 1, "D": 4, "E": 4}),
-        ("odd length", {"S": 7, "D": 8, "E": 8}),
-        ("D != E", {"S": 5, "D": 6, "E": 3}),
-    ],
-    random_sizes=lambda g: {
-        "S": randint(g, 2, 40),
-        "D": randint(g, 2, 16),
-        "E": randint(g, 1, 16),
-    },
+    named_sizes=cases(
+        "S D E",
+        ("one key", 1, 4, 4),
+        ("odd length", 7, 8, 8),
+        ("D != E", 5, 6, 3),
+    ),
+    random_sizes=between(S=(2, 40), D=(2, 16), E=(1, 16)),
     hints=(
         "Scores first: one number per key, how well the key matches q.",
         "scores = k @ q / sqrt(D) has shape (S,); softmax turns them into weights that sum to 1; "
         "the output is the weighted sum of the rows of v.",
         "weights = torch.softmax(k @ q / math.sqrt(q.shape[-1]), dim=-1); return weights @ v",
     ),
-    wrong=[
-        Wrong(_one_no_scale, "this is what you get without the 1/sqrt(D) scale"),
-        Wrong(_one_scale_by_d, "the scores are divided by D; the scale is 1/sqrt(D)"),
-        Wrong(_one_no_softmax, "the scores are used as weights without a softmax"),
-        Wrong(_one_sum_normalized, "the scores are divided by their sum instead of a softmax"),
-        Wrong(_one_hard, "this is hard attention (argmax); softmax gives a weighted average"),
-    ],
+    wrong=[_one_no_scale, _one_scale_by_d, _one_no_softmax, _one_sum_normalized, _one_hard],
+    difficulty=1,
+    minutes=5,
+    objective="Compute scaled dot-product attention for a single query.",
 )
 
 
@@ -92,6 +89,7 @@ def _scores(q, k):
 
 
 def _full_no_scale(q, k, v, causal=False):
+    """this is what you get without the 1/sqrt(D) scale"""
     s = q @ k.transpose(-1, -2)
     if causal:
         s = s.masked_fill(~ref.causal_mask(q.shape[-2]), float("-inf"))
@@ -99,6 +97,7 @@ def _full_no_scale(q, k, v, causal=False):
 
 
 def _full_wrong_dim(q, k, v, causal=False):
+    """the softmax runs over queries (dim=-2); it must run over keys"""
     s = _scores(q, k)
     if causal:
         s = s.masked_fill(~ref.causal_mask(q.shape[-2]), float("-inf"))
@@ -106,6 +105,7 @@ def _full_wrong_dim(q, k, v, causal=False):
 
 
 def _full_future(q, k, v, causal=False):
+    """the mask is flipped: each token sees the future and not the past"""
     s = _scores(q, k)
     if causal:
         future = torch.ones(q.shape[-2], q.shape[-2], dtype=torch.bool).triu()
@@ -114,6 +114,7 @@ def _full_future(q, k, v, causal=False):
 
 
 def _full_no_diagonal(q, k, v, causal=False):
+    """the mask hides the diagonal: a token must see itself (tril, not tril(-1))"""
     s = _scores(q, k)
     if causal:
         s = s.masked_fill(~ref.causal_mask(q.shape[-2]).tril(-1), float("-inf"))
@@ -121,37 +122,31 @@ def _full_no_diagonal(q, k, v, causal=False):
 
 
 def _full_zero_mask(q, k, v, causal=False):
+    """masked scores are set to 0, not -inf: exp(0)=1 still leaks the future"""
     s = _scores(q, k)
     if causal:
         s = s * ref.causal_mask(q.shape[-2])
     return torch.softmax(s, dim=-1) @ v
 
 
-def _full_ignores_causal(q, k, v, causal=False):
+def _full_ignores_causal(q, k, v, **_):
+    """the causal flag is ignored: no mask is applied"""
     return torch.softmax(_scores(q, k), dim=-1) @ v
 
 
 EX_01_2 = Exercise(
     id="01.2",
-    lesson="01",
     title="softmax attention with a causal mask",
-    name="softmax_attention",
     reference=ref.softmax_attention,
     make_inputs=_full_inputs,
-    named_sizes=[
-        ("T=1", {"B": 1, "H": 1, "T": 1, "D": 4, "E": 4, "causal": True}),
-        ("odd T, causal", {"B": 1, "H": 1, "T": 7, "D": 8, "E": 8, "causal": True}),
-        ("B, H > 1", {"B": 2, "H": 3, "T": 5, "D": 4, "E": 4, "causal": False}),
-        ("D != E, causal", {"B": 2, "H": 2, "T": 6, "D": 5, "E": 3, "causal": True}),
-    ],
-    random_sizes=lambda g: {
-        "B": randint(g, 1, 3),
-        "H": randint(g, 1, 4),
-        "T": randint(g, 2, 33),
-        "D": randint(g, 2, 16),
-        "E": randint(g, 1, 16),
-        "causal": bool(randint(g, 0, 1)),
-    },
+    named_sizes=cases(
+        "B H T D E causal",
+        ("T=1", 1, 1, 1, 4, 4, True),
+        ("odd T, causal", 1, 1, 7, 8, 8, True),
+        ("B, H > 1", 2, 3, 5, 4, 4, False),
+        ("D != E, causal", 2, 2, 6, 5, 3, True),
+    ),
+    random_sizes=between(B=(1, 3), H=(1, 4), T=(2, 33), D=(2, 16), E=(1, 16), causal=bool),
     time_dim=-2,
     hints=(
         "All queries at once: one (T, T) matrix of scores per batch and head.",
@@ -162,18 +157,17 @@ EX_01_2 = Exercise(
         "return torch.softmax(scores, dim=-1) @ v",
     ),
     wrong=[
-        Wrong(_full_no_scale, "this is what you get without the 1/sqrt(D) scale"),
-        Wrong(_full_wrong_dim, "the softmax runs over queries (dim=-2); it must run over keys"),
-        Wrong(_full_future, "the mask is flipped: each token sees the future and not the past"),
-        Wrong(
-            _full_no_diagonal,
-            "the mask hides the diagonal: a token must see itself (tril, not tril(-1))",
-        ),
-        Wrong(
-            _full_zero_mask, "masked scores are set to 0, not -inf: exp(0)=1 still leaks the future"
-        ),
-        Wrong(_full_ignores_causal, "the causal flag is ignored: no mask is applied"),
+        _full_no_scale,
+        _full_wrong_dim,
+        _full_future,
+        _full_no_diagonal,
+        _full_zero_mask,
+        _full_ignores_causal,
     ],
+    difficulty=1,
+    minutes=10,
+    objective="Compute attention for all queries as one matrix product, with an optional "
+    "causal mask.",
 )
 
 
@@ -200,12 +194,15 @@ def _mha_parts(x, w_q, w_k, w_v, n_heads):
     return split(x @ w_q), split(x @ w_k), split(x @ w_v)
 
 
-def _mha_no_out_proj(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
+def _mha_no_out_proj(x, w_q, w_k, w_v, n_heads, causal=False, **_):
+    """the output projection w_o is missing"""
     q, k, v = _mha_parts(x, w_q, w_k, w_v, n_heads)
     return ref.merge_heads(ref.softmax_attention(q, k, v, causal))
 
 
 def _mha_split_no_transpose(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
+    """heads were split with a reshape to (B, H, T, D) without the transpose: tokens and
+    channels get mixed"""
     B, T, C = x.shape
     split = lambda y: y.reshape(B, n_heads, T, C // n_heads)  # noqa: E731
     out = ref.softmax_attention(split(x @ w_q), split(x @ w_k), split(x @ w_v), causal)
@@ -213,42 +210,40 @@ def _mha_split_no_transpose(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
 
 
 def _mha_merge_no_transpose(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
+    """heads were merged with a reshape without transposing (B, H, T, D) back to (B, T, H, D)
+    first"""
     q, k, v = _mha_parts(x, w_q, w_k, w_v, n_heads)
     out = ref.softmax_attention(q, k, v, causal)
     return out.reshape(x.shape) @ w_o
 
 
 def _mha_scale_by_c(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
+    """scores are scaled by 1/sqrt(C) of the whole model; each head uses 1/sqrt(D) of its own
+    size"""
     q, k, v = _mha_parts(x, w_q, w_k, w_v, n_heads)
     q = q * math.sqrt(q.shape[-1]) / math.sqrt(x.shape[-1])
     return ref.merge_heads(ref.softmax_attention(q, k, v, causal)) @ w_o
 
 
-def _mha_one_head(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
+def _mha_one_head(x, w_q, w_k, w_v, w_o, causal=False, **_):
+    """this is single-head attention: n_heads is ignored"""
     q, k, v = _mha_parts(x, w_q, w_k, w_v, 1)
     return ref.merge_heads(ref.softmax_attention(q, k, v, causal)) @ w_o
 
 
 EX_01_3 = Exercise(
     id="01.3",
-    lesson="01",
     title="multi-head self-attention",
-    name="multihead_attention",
     reference=ref.multihead_attention,
     make_inputs=_mha_inputs,
-    named_sizes=[
-        ("T=1", {"B": 1, "H": 2, "T": 1, "D": 3, "causal": True}),
-        ("one head", {"B": 1, "H": 1, "T": 5, "D": 4, "causal": False}),
-        ("odd T, causal", {"B": 2, "H": 3, "T": 7, "D": 4, "causal": True}),
-        ("B, H > 1", {"B": 3, "H": 4, "T": 6, "D": 2, "causal": False}),
-    ],
-    random_sizes=lambda g: {
-        "B": randint(g, 1, 3),
-        "H": randint(g, 2, 4),
-        "T": randint(g, 2, 20),
-        "D": randint(g, 2, 8),
-        "causal": bool(randint(g, 0, 1)),
-    },
+    named_sizes=cases(
+        "B H T D causal",
+        ("T=1", 1, 2, 1, 3, True),
+        ("one head", 1, 1, 5, 4, False),
+        ("odd T, causal", 2, 3, 7, 4, True),
+        ("B, H > 1", 3, 4, 6, 2, False),
+    ),
+    random_sizes=between(B=(1, 3), H=(2, 4), T=(2, 20), D=(2, 8), causal=bool),
     time_dim=-2,
     hints=(
         "Project, split into heads, attend per head, merge, project again.",
@@ -259,24 +254,15 @@ EX_01_3 = Exercise(
         "return out @ w_o",
     ),
     wrong=[
-        Wrong(_mha_no_out_proj, "the output projection w_o is missing"),
-        Wrong(
-            _mha_split_no_transpose,
-            "heads were split with a reshape to (B, H, T, D) "
-            "without the transpose: tokens and channels get mixed",
-        ),
-        Wrong(
-            _mha_merge_no_transpose,
-            "heads were merged with a reshape without transposing "
-            "(B, H, T, D) back to (B, T, H, D) first",
-        ),
-        Wrong(
-            _mha_scale_by_c,
-            "scores are scaled by 1/sqrt(C) of the whole model; each head "
-            "uses 1/sqrt(D) of its own size",
-        ),
-        Wrong(_mha_one_head, "this is single-head attention: n_heads is ignored"),
+        _mha_no_out_proj,
+        _mha_split_no_transpose,
+        _mha_merge_no_transpose,
+        _mha_scale_by_c,
+        _mha_one_head,
     ],
+    difficulty=2,
+    minutes=15,
+    objective="Split the channels into heads, attend in each head, merge and project.",
 )
 
 EXERCISES = [EX_01_1, EX_01_2, EX_01_3]

@@ -17,9 +17,9 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from lintutor.notebook import COLAB_SETUP, exercise_cells, solved
+from lintutor.course.notebook import COLAB_SETUP, exercise_cells, solved
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 TIMINGS = os.path.join(ROOT, ".pytest_cache", "notebook_times.jsonl")
 

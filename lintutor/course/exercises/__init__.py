@@ -1,38 +1,54 @@
 """Exercises: `check(ID, fn)` grades a learner's function, `hint(ID, level)` and `solution(ID)`
-help, `list_exercises()` shows them all.
+help, `all_exercises()` lists them all.
 
-Each lesson's exercises live in `lintutor/exercises/lessonNN.py` as a list `EXERCISES`; every
-exercise has a reference (the package function that is its solution), a case generator, three
-hint levels and at least four known wrong implementations that the checker must reject
-(tests/test_exercises.py proves it).
+Each lesson's exercises live in `lintutor/course/exercises/lessonNN.py` as a list `EXERCISES`;
+the modules are found by name (`lesson` + two digits), in lesson order, so a new lesson only adds
+its file. The format of an exercise is in `lintutor.course.checker`'s docstring; every exercise
+has a reference (the package function that is its solution), named and random cases, three hint
+levels and at least four known wrong implementations that the checker must reject
+(tests/course/test_exercises.py proves it).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
+import re
 
-from lintutor.exercises.core import (
+from lintutor.course.checker import (
     FAIL,
     NOT_ATTEMPTED,
     PASS,
     CheckResult,
     Exercise,
-    Wrong,
     _show,
     log_result,
     run_check,
     solution_source,
 )
 
-# Lesson modules, in course order. A lesson adds its module here.
-LESSON_MODULES = ("lesson01", "lesson02", "lesson03", "lesson04", "lesson05", "lesson08")
+_LESSON_MODULE = re.compile(r"lesson(\d\d)")
+
+
+def lesson_modules() -> list[str]:
+    """Names of the lesson modules in this package (lesson01, lesson02, ...), in lesson order."""
+    names = [m.name for m in pkgutil.iter_modules(__path__) if _LESSON_MODULE.fullmatch(m.name)]
+    return sorted(names, key=lambda name: int(name[len("lesson") :]))
 
 
 def all_exercises() -> dict[str, Exercise]:
     """{id: Exercise} for every lesson, in course order."""
+    return dict(_load_all())
+
+
+@functools.cache
+def _load_all() -> dict[str, Exercise]:
     out: dict[str, Exercise] = {}
-    for mod in LESSON_MODULES:
-        for ex in importlib.import_module(f"lintutor.exercises.{mod}").EXERCISES:
+    for mod in lesson_modules():
+        for ex in importlib.import_module(f"{__name__}.{mod}").EXERCISES:
+            if ex.id in out:
+                raise ValueError(f"exercise id {ex.id!r} is defined twice ({mod})")
             out[ex.id] = ex
     return out
 
@@ -81,7 +97,6 @@ def solution(exercise_id: str, name: str | None = None) -> str:
 __all__ = [
     "CheckResult",
     "Exercise",
-    "Wrong",
     "PASS",
     "FAIL",
     "NOT_ATTEMPTED",
@@ -89,5 +104,6 @@ __all__ = [
     "check",
     "get",
     "hint",
+    "lesson_modules",
     "solution",
 ]

@@ -8,9 +8,15 @@ import io
 
 import nbformat
 
-from lintutor.exercises import FAIL, CheckResult, get, run_check
-from lintutor.exercises.core import format_learner_exception, learner_namespace_prelude
-from lintutor.notebook import exercise_cells
+from lintutor.course.checker import (
+    FAIL,
+    CheckResult,
+    format_learner_exception,
+    learner_namespace_prelude,
+    run_check,
+)
+from lintutor.course.exercises import get
+from lintutor.course.notebook import exercise_cells
 
 
 def check_notebook(path: str) -> list[CheckResult]:

@@ -1,8 +1,10 @@
 """A tiny Triton kernel (vector add) that `lintutor doctor` runs to see whether Triton works here.
 
-Run as `python -m lintutor._triton_canary`; set TRITON_INTERPRET=1 first to use the CPU
+Run as `python -m lintutor.course._triton_canary`; set TRITON_INTERPRET=1 first to use the CPU
 interpreter. Prints "ok <max error>" on success.
 """
+
+import argparse
 
 import torch
 import triton
@@ -19,7 +21,8 @@ def _add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
     tl.store(out_ptr + offs, x + y, mask=mask)
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     x = torch.randn(1000, device=device)
     y = torch.randn(1000, device=device)

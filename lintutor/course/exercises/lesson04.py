@@ -5,37 +5,28 @@ from __future__ import annotations
 import torch
 
 from lintutor import gated as ref
-from lintutor.exercises.core import Exercise, Wrong, randint
+from lintutor.course.checker import Exercise, between, cases, normal, uniform
 
 
 def _gated_inputs(s, g):
     B, H, T, D, E = s["B"], s["H"], s["T"], s["D"], s["E"]
     gate_shape = (B, H, T, D) if s["vector"] else (B, H, T)
     return {
-        "q": torch.rand(B, H, T, D, generator=g, dtype=torch.float64),
-        "k": torch.rand(B, H, T, D, generator=g, dtype=torch.float64),
-        "v": torch.randn(B, H, T, E, generator=g, dtype=torch.float64),
-        "g": -torch.rand(*gate_shape, generator=g, dtype=torch.float64),  # log-gates <= 0
+        "q": uniform(g, B, H, T, D),
+        "k": uniform(g, B, H, T, D),
+        "v": normal(g, B, H, T, E),
+        "g": -uniform(g, *gate_shape),  # log-gates <= 0
     }
 
 
-def _gated_random(g):
-    return {
-        "B": randint(g, 1, 3),
-        "H": randint(g, 1, 3),
-        "T": randint(g, 2, 24),
-        "D": randint(g, 1, 6),
-        "E": randint(g, 1, 6),
-        "vector": bool(randint(g, 0, 1)),
-    }
-
-
-GATED_SIZES = [
-    ("T=1", {"B": 1, "H": 1, "T": 1, "D": 3, "E": 3, "vector": False}),
-    ("odd T, scalar gate", {"B": 1, "H": 2, "T": 7, "D": 4, "E": 4, "vector": False}),
-    ("B, H > 1, D != E", {"B": 2, "H": 3, "T": 6, "D": 5, "E": 2, "vector": False}),
-    ("vector gate, D != E", {"B": 2, "H": 2, "T": 9, "D": 3, "E": 4, "vector": True}),
-]
+GATED_SIZES = cases(
+    "B H T D E vector",
+    ("T=1", 1, 1, 1, 3, 3, False),
+    ("odd T, scalar gate", 1, 2, 7, 4, 4, False),
+    ("B, H > 1, D != E", 2, 3, 6, 5, 2, False),
+    ("vector gate, D != E", 2, 2, 9, 3, 4, True),
+)
+GATED_RANDOM = between(B=(1, 3), H=(1, 3), T=(2, 24), D=(1, 6), E=(1, 6), vector=bool)
 
 
 def _gate(g_t, vector):
@@ -63,22 +54,30 @@ def _kv(k_t, v_t):
 
 
 def _rec_no_gate(q, k, v, g):
+    """the gate is never applied: the state only accumulates (lesson 03)"""
     return _loop(q, k, v, g, lambda S, a, k_t, v_t: S + _kv(k_t, v_t))
 
 
 def _rec_gate_after_add(q, k, v, g):
+    """the gate multiplies S + k_t v_t^T; it decays only the old state:
+    S_t = a_t * S_{t-1} + k_t v_t^T"""
     return _loop(q, k, v, g, lambda S, a, k_t, v_t: a * (S + _kv(k_t, v_t)))
 
 
 def _rec_log_as_gate(q, k, v, g):
+    """g holds log-gates: the gate is exp(g), not g itself"""
     return _loop(q, k, v, g, lambda S, a, k_t, v_t: torch.log(a) * S + _kv(k_t, v_t))
 
 
 def _rec_read_before(q, k, v, g):
+    """the output reads the state before this token's update (o_t must use S_t, which includes
+    k_t v_t^T)"""
     return _loop(q, k, v, g, lambda S, a, k_t, v_t: a * S + _kv(k_t, v_t), read_before=True)
 
 
 def _rec_gate_on_values(q, k, v, g):
+    """the vector gate scales the value dimension E; it belongs to the key dimension D (the rows
+    of S)"""
     vector = g.dim() == 4
 
     def update(S, a, k_t, v_t):
@@ -90,13 +89,11 @@ def _rec_gate_on_values(q, k, v, g):
 
 EX_04_1 = Exercise(
     id="04.1",
-    lesson="04",
     title="gated causal linear attention, recurrent",
-    name="gated_linear_attention_recurrent",
     reference=ref.gated_linear_attention_recurrent,
     make_inputs=_gated_inputs,
     named_sizes=GATED_SIZES,
-    random_sizes=_gated_random,
+    random_sizes=GATED_RANDOM,
     time_dim=2,
     hints=(
         "Lesson 03's loop with one change: before adding k_t v_t^T, multiply the state by the "
@@ -109,24 +106,15 @@ EX_04_1 = Exercise(
         "outs.append(torch.einsum('bhd,bhde->bhe', q[:, :, t], S))",
     ),
     wrong=[
-        Wrong(_rec_no_gate, "the gate is never applied: the state only accumulates (lesson 03)"),
-        Wrong(
-            _rec_gate_after_add,
-            "the gate multiplies S + k_t v_t^T; it decays only the old "
-            "state: S_t = a_t * S_{t-1} + k_t v_t^T",
-        ),
-        Wrong(_rec_log_as_gate, "g holds log-gates: the gate is exp(g), not g itself"),
-        Wrong(
-            _rec_read_before,
-            "the output reads the state before this token's update "
-            "(o_t must use S_t, which includes k_t v_t^T)",
-        ),
-        Wrong(
-            _rec_gate_on_values,
-            "the vector gate scales the value dimension E; it belongs "
-            "to the key dimension D (the rows of S)",
-        ),
+        _rec_no_gate,
+        _rec_gate_after_add,
+        _rec_log_as_gate,
+        _rec_read_before,
+        _rec_gate_on_values,
     ],
+    difficulty=2,
+    minutes=15,
+    objective="Add a forget gate to lesson 03's recurrence, for scalar and vector gates.",
 )
 
 
@@ -135,10 +123,12 @@ EX_04_1 = Exercise(
 
 def _mask_inputs(s, g):
     strength = s.get("strength", 1.0)
-    return {"g": -strength * torch.rand(s["B"], s["H"], s["T"], generator=g, dtype=torch.float64)}
+    return {"g": -strength * uniform(g, s["B"], s["H"], s["T"])}
 
 
 def _mask_naive(g):
+    """the ratio of cumulative products P_t / P_s: P underflows to 0 for long sequences and 0/0
+    is NaN; sum the log-gates of each segment instead"""
     return ref.decay_mask_naive(g)
 
 
@@ -147,44 +137,43 @@ def _causal(T):
 
 
 def _mask_inclusive(g):
+    """the segment includes a_s; L[t, s] = a_{s+1} ... a_t (1 on the diagonal)"""
     c = torch.cumsum(g, -1)
     G = c.unsqueeze(-1) - c.unsqueeze(-2) + g.unsqueeze(-2)  # also counts g_s
     return torch.exp(G).masked_fill(~_causal(g.shape[-1]), 0.0)
 
 
 def _mask_transposed(g):
+    """the mask is transposed: queries t are rows, keys s columns"""
     return ref.decay_mask(g).transpose(-1, -2)
 
 
 def _mask_no_causal(g):
+    """the entries above the diagonal (keys in the future) must be 0"""
     c = torch.cumsum(g, -1)
     G = (c.unsqueeze(-1) - c.unsqueeze(-2)).clamp(max=0.0)  # no mask: ones above the diagonal
     return torch.exp(G)
 
 
 def _mask_cumprod_no_ratio(g):
+    """this is a_1 ... a_t for every key: the decay must start after the key's own step s"""
     P = torch.cumprod(torch.exp(g), dim=-1)
     return P.unsqueeze(-1).expand(*g.shape, g.shape[-1]).masked_fill(~_causal(g.shape[-1]), 0.0)
 
 
 EX_04_2 = Exercise(
     id="04.2",
-    lesson="04",
     title="the decay mask from a stable segment sum",
-    name="decay_mask",
     reference=ref.decay_mask,
     make_inputs=_mask_inputs,
-    named_sizes=[
-        ("T=1", {"B": 1, "H": 1, "T": 1}),
-        ("odd T", {"B": 1, "H": 1, "T": 5}),
-        ("B, H > 1", {"B": 2, "H": 3, "T": 8}),
-        ("long T, strong gates", {"B": 1, "H": 1, "T": 700, "strength": 3.0}),
-    ],
-    random_sizes=lambda g: {
-        "B": randint(g, 1, 3),
-        "H": randint(g, 1, 3),
-        "T": randint(g, 2, 40),
-    },
+    named_sizes=cases(
+        "B H T",
+        ("T=1", 1, 1, 1),
+        ("odd T", 1, 1, 5),
+        ("B, H > 1", 2, 3, 8),
+    )
+    + cases("B H T strength", ("long T, strong gates", 1, 1, 700, 3.0)),
+    random_sizes=between(B=(1, 3), H=(1, 3), T=(2, 40)),
     time_dim=-2,
     hints=(
         "L[t, s] = a_{s+1} ... a_t: the gates strictly after s, up to and including t. Work with "
@@ -196,23 +185,10 @@ EX_04_2 = Exercise(
         ".tril(-1), 0.0); G = torch.cumsum(x, dim=-2); "
         "return torch.exp(G).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), 0.0)",
     ),
-    wrong=[
-        Wrong(
-            _mask_naive,
-            "the ratio of cumulative products P_t / P_s: P underflows to 0 for "
-            "long sequences and 0/0 is NaN; sum the log-gates of each segment instead",
-        ),
-        Wrong(
-            _mask_inclusive,
-            "the segment includes a_s; L[t, s] = a_{s+1} ... a_t (1 on the diagonal)",
-        ),
-        Wrong(_mask_transposed, "the mask is transposed: queries t are rows, keys s columns"),
-        Wrong(_mask_no_causal, "the entries above the diagonal (keys in the future) must be 0"),
-        Wrong(
-            _mask_cumprod_no_ratio,
-            "this is a_1 ... a_t for every key: the decay must start after the key's own step s",
-        ),
-    ],
+    wrong=[_mask_naive, _mask_inclusive, _mask_transposed, _mask_no_causal, _mask_cumprod_no_ratio],
+    difficulty=2,
+    minutes=15,
+    objective="Build the decay mask from segment sums of log-gates, stable for any length.",
 )
 
 
@@ -220,15 +196,13 @@ EX_04_2 = Exercise(
 
 
 def _par_causal_only(q, k, v, g):
+    """the gates are ignored: this is lesson 03's causal mask"""
     T = q.shape[2]
     return ((q @ k.transpose(-1, -2)) * torch.ones(T, T, dtype=q.dtype).tril()) @ v
 
 
-def _par_normalized(q, k, v, g):
-    return ref.gated_linear_attention_parallel(q, k, v, g, normalize=True)
-
-
 def _par_transposed_mask(q, k, v, g):
+    """the decay mask is transposed (keys decay by the gates before them, not after)"""
     if g.dim() == 4:
         L = ref.decay_mask(g.transpose(-1, -2)).transpose(-1, -2)
         return torch.einsum("bhtd,bhdst,bhsd->bhts", q, L.transpose(-2, -3), k) @ v
@@ -236,26 +210,34 @@ def _par_transposed_mask(q, k, v, g):
 
 
 def _par_mean_gate(q, k, v, g):
+    """a vector gate was averaged into one gate per head; each key channel decays with its own
+    gate"""
     g = g if g.dim() == 3 else g.mean(-1)  # one gate per head: the channels' average
     return ((q @ k.transpose(-1, -2)) * ref.decay_mask(g)) @ v
 
 
 def _par_gate_on_query_only(q, k, v, g):
+    """the query was scaled by a_1 ... a_t but the key was not divided by a_1 ... a_s: the decay
+    must start after s"""
     c = torch.cumsum(g, dim=2)
     decay = torch.exp(c) if g.dim() == 4 else torch.exp(c).unsqueeze(-1)
     T = q.shape[2]
     return (((q * decay) @ k.transpose(-1, -2)) * torch.ones(T, T, dtype=q.dtype).tril()) @ v
 
 
+def _par_normalized(q, k, v, g):
+    """the output is divided by lesson 03's normalizer; gated linear attention here has none
+    (normalize=False)"""
+    return ref.gated_linear_attention_parallel(q, k, v, g, normalize=True)
+
+
 EX_04_3 = Exercise(
     id="04.3",
-    lesson="04",
     title="gated causal linear attention, decay-masked parallel form",
-    name="gated_linear_attention_parallel",
     reference=ref.gated_linear_attention_parallel,
     make_inputs=_gated_inputs,
     named_sizes=GATED_SIZES,
-    random_sizes=_gated_random,
+    random_sizes=GATED_RANDOM,
     time_dim=2,
     hints=(
         "Lesson 03's masked form (q k^T masked) v, with the 0/1 causal mask replaced by the "
@@ -269,27 +251,16 @@ EX_04_3 = Exercise(
         "return scores @ v",
     ),
     wrong=[
-        Wrong(_par_causal_only, "the gates are ignored: this is lesson 03's causal mask"),
-        Wrong(
-            _par_transposed_mask,
-            "the decay mask is transposed (keys decay by the gates before them, not after)",
-        ),
-        Wrong(
-            _par_mean_gate,
-            "a vector gate was averaged into one gate per head; each key "
-            "channel decays with its own gate",
-        ),
-        Wrong(
-            _par_gate_on_query_only,
-            "the query was scaled by a_1 ... a_t but the key was "
-            "not divided by a_1 ... a_s: the decay must start after s",
-        ),
-        Wrong(
-            _par_normalized,
-            "the output is divided by lesson 03's normalizer; gated linear "
-            "attention here has none (normalize=False)",
-        ),
+        _par_causal_only,
+        _par_transposed_mask,
+        _par_mean_gate,
+        _par_gate_on_query_only,
+        _par_normalized,
     ],
+    difficulty=2,
+    minutes=15,
+    objective="Compute gated linear attention without a loop: the causal mask replaced by the "
+    "decay mask.",
 )
 
 EXERCISES = [EX_04_1, EX_04_2, EX_04_3]

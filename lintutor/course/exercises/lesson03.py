@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from lintutor import causal as ref
-from lintutor.exercises.core import Exercise, Wrong, normal, randint
+from lintutor.course.checker import Exercise, between, cases, normal, uniform
 from lintutor.featuremaps import elu1
 
 
@@ -25,49 +25,32 @@ def _inputs(s, g):
     }
     if s["state"]:
         S0 = normal(g, B, H, D, E)
-        z0 = 2 * torch.rand(B, H, D, generator=g, dtype=torch.float64)
+        z0 = 2 * uniform(g, B, H, D)
         kw["initial_state"] = (S0, z0) if s["normalize"] else S0
     if "C" in s:
         kw["chunk_size"] = s["C"]
     return kw
 
 
-def _random_sizes(chunked):
-    def sizes(g):
-        out = {
-            "B": randint(g, 1, 2),
-            "H": randint(g, 1, 3),
-            "T": randint(g, 1, 40),
-            "D": randint(g, 1, 8),
-            "E": randint(g, 1, 8),
-            "normalize": bool(randint(g, 0, 1)),
-            "state": bool(randint(g, 0, 1)),
-        }
-        if chunked:
-            out["C"] = randint(g, 1, 16)
-        return out
-
-    return sizes
-
-
-NAMED = [
-    ("T=1", {"B": 1, "H": 1, "T": 1, "D": 3, "E": 3, "normalize": True, "state": False}),
-    ("odd T", {"B": 1, "H": 1, "T": 7, "D": 4, "E": 4, "normalize": True, "state": False}),
-    ("D != E, B, H > 1",
-     {"B": 2, "H": 3, "T": 9, "D": 5, "E": 3, "normalize": True, "state": False}),
-    ("initial state", {"B": 2, "H": 2, "T": 8, "D": 3, "E": 4, "normalize": True, "state": True}),
-    ("no normalizer, initial state",
-     {"B": 1, "H": 2, "T": 10, "D": 4, "E": 2, "normalize": False, "state": True}),
-]  # fmt: skip
-
-NAMED_CHUNKED = [
-    ("T=1", {**NAMED[0][1], "C": 4}),
-    ("T not a multiple of C", {**NAMED[1][1], "C": 3}),
-    ("D != E, B, H > 1", {**NAMED[2][1], "C": 4}),
-    ("initial state", {**NAMED[3][1], "C": 3}),
-    ("no normalizer, C > T", {**NAMED[4][1], "C": 16}),
-    ("C = 1", {"B": 1, "H": 1, "T": 6, "D": 2, "E": 3, "normalize": True, "state": True, "C": 1}),
-]
+SIZES = "B H T D E normalize state"
+NAMED = cases(
+    SIZES,
+    ("T=1", 1, 1, 1, 3, 3, True, False),
+    ("odd T", 1, 1, 7, 4, 4, True, False),
+    ("D != E, B, H > 1", 2, 3, 9, 5, 3, True, False),
+    ("initial state", 2, 2, 8, 3, 4, True, True),
+    ("no normalizer, initial state", 1, 2, 10, 4, 2, False, True),
+)
+NAMED_CHUNKED = cases(
+    SIZES + " C",
+    ("T=1", 1, 1, 1, 3, 3, True, False, 4),
+    ("T not a multiple of C", 1, 1, 7, 4, 4, True, False, 3),
+    ("D != E, B, H > 1", 2, 3, 9, 5, 3, True, False, 4),
+    ("initial state", 2, 2, 8, 3, 4, True, True, 3),
+    ("no normalizer, C > T", 1, 2, 10, 4, 2, False, True, 16),
+    ("C = 1", 1, 1, 6, 2, 3, True, True, 1),
+)
+RANDOM = dict(B=(1, 2), H=(1, 3), T=(1, 40), D=(1, 8), E=(1, 8), normalize=bool, state=bool)
 
 
 def _start(q, v, normalize, initial_state):
@@ -101,28 +84,29 @@ def _rec(q, k, v, normalize, initial_state, eps, *, read_first=False, keep_initi
     return torch.stack(outs, dim=2)
 
 
-def _rec_no_normalizer(q, k, v, normalize=True, initial_state=None, output_final_state=False,
-                       eps=1e-6):  # fmt: skip
+def _rec_no_normalizer(q, k, v, normalize=True, initial_state=None, eps=1e-6, **_):
+    """the normalizer is missing: divide by q_t . z_t when normalize=True"""
     return _rec(q, k, v, normalize, initial_state, eps, use_norm=False)
 
 
-def _rec_read_before_update(q, k, v, normalize=True, initial_state=None,
-                            output_final_state=False, eps=1e-6):  # fmt: skip
+def _rec_read_before_update(q, k, v, normalize=True, initial_state=None, **_):
+    """the state is read before token t is added (exclusive): token t must see itself, o_t uses
+    S_t = S_{t-1} + k_t v_t^T"""
     return _rec(q, k, v, normalize, initial_state, 1.0, read_first=True)
 
 
-def _rec_ignores_initial_state(q, k, v, normalize=True, initial_state=None,
-                               output_final_state=False, eps=1e-6):  # fmt: skip
+def _rec_ignores_initial_state(q, k, v, normalize=True, initial_state=None, eps=1e-6, **_):
+    """initial_state is ignored: start from it, not zeros"""
     return _rec(q, k, v, normalize, initial_state, eps, keep_initial=False)
 
 
-def _rec_z_not_accumulated(q, k, v, normalize=True, initial_state=None,
-                           output_final_state=False, eps=1e-6):  # fmt: skip
+def _rec_z_not_accumulated(q, k, v, normalize=True, initial_state=None, eps=1e-6, **_):
+    """the normalizer uses only k_t: z_t is the running sum z_{t-1} + k_t"""
     return _rec(q, k, v, normalize, initial_state, eps, z_running=False)
 
 
-def _rec_sees_future(q, k, v, normalize=True, initial_state=None, output_final_state=False,
-                     eps=1e-6):  # fmt: skip
+def _rec_sees_future(q, k, v, normalize=True, initial_state=None, eps=1e-6, **_):
+    """every token reads the final state: it sees the future"""
     S, z = _start(q, v, normalize, initial_state)
     S = S + k.transpose(-1, -2) @ v  # the final state, used by every token
     o = q @ S
@@ -133,13 +117,11 @@ def _rec_sees_future(q, k, v, normalize=True, initial_state=None, output_final_s
 
 EX_03_1 = Exercise(
     id="03.1",
-    lesson="03",
     title="causal linear attention, recurrent form",
-    name="causal_linear_attention_recurrent",
     reference=ref.causal_linear_attention_recurrent,
     make_inputs=_inputs,
     named_sizes=NAMED,
-    random_sizes=_random_sizes(False),
+    random_sizes=between(**RANDOM),
     time_dim=-2,
     hints=(
         "Loop over t. Keep a (B, H, D, E) state S (and a (B, H, D) normalizer z); update it with "
@@ -152,21 +134,16 @@ EX_03_1 = Exercise(
         "o_t = o_t / ((q_t * z).sum(-1, keepdim=True) + eps)",
     ),
     wrong=[
-        Wrong(
-            _rec_no_normalizer, "the normalizer is missing: divide by q_t . z_t when normalize=True"
-        ),
-        Wrong(
-            _rec_read_before_update,
-            "the state is read before token t is added "
-            "(exclusive): token t must see itself, o_t uses S_t = S_{t-1} + k_t v_t^T",
-        ),
-        Wrong(_rec_ignores_initial_state, "initial_state is ignored: start from it, not zeros"),
-        Wrong(
-            _rec_z_not_accumulated,
-            "the normalizer uses only k_t: z_t is the running sum z_{t-1} + k_t",
-        ),
-        Wrong(_rec_sees_future, "every token reads the final state: it sees the future"),
+        _rec_no_normalizer,
+        _rec_read_before_update,
+        _rec_ignores_initial_state,
+        _rec_z_not_accumulated,
+        _rec_sees_future,
     ],
+    difficulty=2,
+    minutes=15,
+    objective="Write causal linear attention as an RNN with a matrix state, from any initial "
+    "state.",
 )
 
 
@@ -189,18 +166,13 @@ def _par(q, k, v, normalize, initial_state, eps, *, diagonal=0, masked=True, use
     return o
 
 
-def _par_no_mask(q, k, v, normalize=True, initial_state=None, output_final_state=False,
-                 eps=1e-6):  # fmt: skip
+def _par_no_mask(q, k, v, normalize=True, initial_state=None, eps=1e-6, **_):
+    """there is no causal mask: every token sees the future"""
     return _par(q, k, v, normalize, initial_state, eps, masked=False)
 
 
-def _par_strict_mask(q, k, v, normalize=True, initial_state=None, output_final_state=False,
-                     eps=1e-6):  # fmt: skip
-    return _par(q, k, v, normalize, initial_state, 1.0, diagonal=-1)
-
-
-def _par_upper_mask(q, k, v, normalize=True, initial_state=None, output_final_state=False,
-                    eps=1e-6):  # fmt: skip
+def _par_upper_mask(q, k, v, normalize=True, initial_state=None, eps=1e-6, **_):
+    """the mask is flipped (triu): tokens see the future, not the past"""
     S0, z0 = _start(q, v, normalize, initial_state)
     T = q.shape[2]
     scores = (q @ k.transpose(-1, -2)).masked_fill(~torch.ones(T, T, dtype=torch.bool).triu(), 0)
@@ -210,30 +182,33 @@ def _par_upper_mask(q, k, v, normalize=True, initial_state=None, output_final_st
     return o
 
 
-def _par_no_normalizer(q, k, v, normalize=True, initial_state=None, output_final_state=False,
-                       eps=1e-6):  # fmt: skip
+def _par_strict_mask(q, k, v, normalize=True, initial_state=None, **_):
+    """the mask hides the diagonal (tril(-1)): token t must see itself"""
+    return _par(q, k, v, normalize, initial_state, 1.0, diagonal=-1)
+
+
+def _par_no_normalizer(q, k, v, normalize=True, initial_state=None, eps=1e-6, **_):
+    """the normalizer is missing: divide by the row sums of the masked scores (plus q_t . z_0)"""
     return _par(q, k, v, normalize, initial_state, eps, use_norm=False)
 
 
-def _par_ignores_initial_state(q, k, v, normalize=True, initial_state=None,
-                               output_final_state=False, eps=1e-6):  # fmt: skip
+def _par_ignores_initial_state(q, k, v, normalize=True, initial_state=None, eps=1e-6, **_):
+    """initial_state is ignored: add q S_0 (and q . z_0)"""
     return _par(q, k, v, normalize, initial_state, eps, keep_initial=False)
 
 
-def _par_unmasked_normalizer(q, k, v, normalize=True, initial_state=None,
-                             output_final_state=False, eps=1e-6):  # fmt: skip
+def _par_unmasked_normalizer(q, k, v, normalize=True, initial_state=None, eps=1e-6, **_):
+    """the normalizer sums the unmasked scores: the denominator sees the future"""
     return _par(q, k, v, normalize, initial_state, eps, masked_den=False)
 
 
 EX_03_2 = Exercise(
     id="03.2",
-    lesson="03",
     title="causal linear attention, parallel (masked) form",
-    name="causal_linear_attention_parallel",
     reference=ref.causal_linear_attention_parallel,
     make_inputs=_inputs,
     named_sizes=NAMED,
-    random_sizes=_random_sizes(False),
+    random_sizes=between(**RANDOM),
     time_dim=-2,
     hints=(
         "Build the (T, T) matrix q k^T, keep only s <= t, multiply by v. An initial state adds "
@@ -246,20 +221,16 @@ EX_03_2 = Exercise(
         "den = scores.sum(-1) + (q * z0.unsqueeze(2)).sum(-1)",
     ),
     wrong=[
-        Wrong(_par_no_mask, "there is no causal mask: every token sees the future"),
-        Wrong(_par_upper_mask, "the mask is flipped (triu): tokens see the future, not the past"),
-        Wrong(_par_strict_mask, "the mask hides the diagonal (tril(-1)): token t must see itself"),
-        Wrong(
-            _par_no_normalizer,
-            "the normalizer is missing: divide by the row sums of the "
-            "masked scores (plus q_t . z_0)",
-        ),
-        Wrong(_par_ignores_initial_state, "initial_state is ignored: add q S_0 (and q . z_0)"),
-        Wrong(
-            _par_unmasked_normalizer,
-            "the normalizer sums the unmasked scores: the denominator sees the future",
-        ),
+        _par_no_mask,
+        _par_upper_mask,
+        _par_strict_mask,
+        _par_no_normalizer,
+        _par_ignores_initial_state,
+        _par_unmasked_normalizer,
     ],
+    difficulty=2,
+    minutes=15,
+    objective="Compute the same outputs and final state with one masked T x T product.",
 )
 
 
@@ -295,46 +266,51 @@ def _chunk(q, k, v, normalize, initial_state, eps, C, *, carry=True, diagonal=0,
     return torch.cat(outs, dim=2)
 
 
-def _chunk_state_not_carried(q, k, v, normalize=True, initial_state=None,
-                             output_final_state=False, eps=1e-6, chunk_size=64):  # fmt: skip
+def _chunk_state_not_carried(q, k, v, normalize=True, initial_state=None, eps=1e-6,
+                             chunk_size=64, **_):  # fmt: skip
+    """the state is not carried across chunks: each chunk starts again from the initial state"""
     return _chunk(q, k, v, normalize, initial_state, eps, chunk_size, carry=False)
 
 
-def _chunk_strict_mask(q, k, v, normalize=True, initial_state=None, output_final_state=False,
-                       eps=1e-6, chunk_size=64):  # fmt: skip
+def _chunk_strict_mask(q, k, v, normalize=True, initial_state=None, chunk_size=64, **_):
+    """the intra-chunk mask hides the diagonal (tril(-1)): an exclusive off-by-one, token t must
+    see itself"""
     return _chunk(q, k, v, normalize, initial_state, 1.0, chunk_size, diagonal=-1)
 
 
-def _chunk_state_updated_first(q, k, v, normalize=True, initial_state=None,
-                               output_final_state=False, eps=1e-6, chunk_size=64):  # fmt: skip
+def _chunk_state_updated_first(q, k, v, normalize=True, initial_state=None, eps=1e-6,
+                               chunk_size=64, **_):  # fmt: skip
+    """the state is updated with the chunk before it is read (inclusive off-by-one): the chunk is
+    counted twice and sees its own future"""
     return _chunk(q, k, v, normalize, initial_state, eps, chunk_size, update_first=True)
 
 
-def _chunk_no_normalizer(q, k, v, normalize=True, initial_state=None, output_final_state=False,
-                         eps=1e-6, chunk_size=64):  # fmt: skip
+def _chunk_no_normalizer(q, k, v, normalize=True, initial_state=None, eps=1e-6, chunk_size=64,
+                         **_):  # fmt: skip
+    """the normalizer is missing: divide by the masked row sums plus q_c . z"""
     return _chunk(q, k, v, normalize, initial_state, eps, chunk_size, use_norm=False)
 
 
-def _chunk_no_intra_mask(q, k, v, normalize=True, initial_state=None, output_final_state=False,
-                         eps=1e-6, chunk_size=64):  # fmt: skip
+def _chunk_no_intra_mask(q, k, v, normalize=True, initial_state=None, eps=1e-6, chunk_size=64,
+                         **_):  # fmt: skip
+    """the intra-chunk scores are not masked: tokens see the future inside their chunk"""
     return _chunk(q, k, v, normalize, initial_state, eps, chunk_size, masked=False)
 
 
-def _chunk_drops_last_partial(q, k, v, normalize=True, initial_state=None,
-                              output_final_state=False, eps=1e-6, chunk_size=64):  # fmt: skip
+def _chunk_drops_last_partial(q, k, v, normalize=True, initial_state=None, eps=1e-6,
+                              chunk_size=64, **_):  # fmt: skip
+    """the last, shorter chunk is dropped: T need not be a multiple of chunk_size"""
     T = q.shape[2] - q.shape[2] % chunk_size
     return _chunk(q[:, :, :T], k[:, :, :T], v[:, :, :T], normalize, initial_state, eps, chunk_size)
 
 
 EX_03_3 = Exercise(
     id="03.3",
-    lesson="03",
     title="causal linear attention, chunked form",
-    name="causal_linear_attention_chunked",
     reference=ref.causal_linear_attention_chunked,
     make_inputs=_inputs,
     named_sizes=NAMED_CHUNKED,
-    random_sizes=_random_sizes(True),
+    random_sizes=between(**RANDOM, C=(1, 16)),
     time_dim=-2,
     hints=(
         "Two parts per chunk: inside the chunk, the parallel form; from earlier chunks, the "
@@ -348,34 +324,17 @@ EX_03_3 = Exercise(
         "o_c = scores @ v_c + q_c @ S",
     ),
     wrong=[
-        Wrong(
-            _chunk_state_not_carried,
-            "the state is not carried across chunks: each chunk "
-            "starts again from the initial state",
-        ),
-        Wrong(
-            _chunk_strict_mask,
-            "the intra-chunk mask hides the diagonal (tril(-1)): an "
-            "exclusive off-by-one, token t must see itself",
-        ),
-        Wrong(
-            _chunk_state_updated_first,
-            "the state is updated with the chunk before it is "
-            "read (inclusive off-by-one): the chunk is counted twice and sees its own future",
-        ),
-        Wrong(
-            _chunk_no_normalizer,
-            "the normalizer is missing: divide by the masked row sums plus q_c . z",
-        ),
-        Wrong(
-            _chunk_no_intra_mask,
-            "the intra-chunk scores are not masked: tokens see the future inside their chunk",
-        ),
-        Wrong(
-            _chunk_drops_last_partial,
-            "the last, shorter chunk is dropped: T need not be a multiple of chunk_size",
-        ),
+        _chunk_state_not_carried,
+        _chunk_strict_mask,
+        _chunk_state_updated_first,
+        _chunk_no_normalizer,
+        _chunk_no_intra_mask,
+        _chunk_drops_last_partial,
     ],
+    difficulty=3,
+    minutes=25,
+    objective="Combine the two: the masked product inside chunks of C tokens, the state across "
+    "them.",
 )
 
 
@@ -393,49 +352,48 @@ def _step_inputs(s, g):
     }
 
 
-def _step_read_old(q_t, k_t, v_t, state, normalize=True, eps=1e-6):
+def _step_read_old(q_t, k_t, v_t, state, **_):
+    """the output reads the old state: add k_t v_t^T first, the token sees itself"""
     S = state + k_t.unsqueeze(-1) * v_t.unsqueeze(-2)
     return torch.einsum("bhd,bhde->bhe", q_t, state), S
 
 
-def _step_state_not_returned(q_t, k_t, v_t, state, normalize=True, eps=1e-6):
+def _step_state_not_returned(q_t, k_t, v_t, state, **_):
+    """the returned state is the old one: return S + k_t v_t^T"""
     S = state + k_t.unsqueeze(-1) * v_t.unsqueeze(-2)
     return torch.einsum("bhd,bhde->bhe", q_t, S), state
 
 
-def _step_from_zero(q_t, k_t, v_t, state, normalize=True, eps=1e-6):
+def _step_from_zero(q_t, k_t, v_t, **_):
+    """the incoming state is ignored: the step continues from it"""
     S = k_t.unsqueeze(-1) * v_t.unsqueeze(-2)
     return torch.einsum("bhd,bhde->bhe", q_t, S), S
 
 
-def _step_outer_transposed(q_t, k_t, v_t, state, normalize=True, eps=1e-6):
+def _step_outer_transposed(q_t, k_t, v_t, state, **_):
+    """the outer product is v_t k_t^T (E, D); the state is k_t v_t^T (D, E)"""
     S = state + v_t.unsqueeze(-1) * k_t.unsqueeze(-2)  # v_t k_t^T: (B, H, E, D)
     return torch.einsum("bhd,bhde->bhe", q_t, S), S
 
 
-def _step_query_key_swapped(q_t, k_t, v_t, state, normalize=True, eps=1e-6):
+def _step_query_key_swapped(q_t, k_t, v_t, state, **_):
+    """q_t and k_t are swapped: the key goes into the state, the query reads it"""
     S = state + q_t.unsqueeze(-1) * v_t.unsqueeze(-2)
     return torch.einsum("bhd,bhde->bhe", k_t, S), S
 
 
 EX_03_4 = Exercise(
     id="03.4",
-    lesson="03",
     title="one decode step from a state",
-    name="causal_linear_attention_step",
     reference=ref.causal_linear_attention_step,
     make_inputs=_step_inputs,
-    named_sizes=[
-        ("one head", {"B": 1, "H": 1, "D": 3, "E": 3}),
-        ("D != E", {"B": 1, "H": 2, "D": 5, "E": 2}),
-        ("B, H > 1", {"B": 3, "H": 4, "D": 4, "E": 6}),
-    ],
-    random_sizes=lambda g: {
-        "B": randint(g, 1, 3),
-        "H": randint(g, 1, 4),
-        "D": randint(g, 1, 10),
-        "E": randint(g, 1, 10),
-    },
+    named_sizes=cases(
+        "B H D E",
+        ("one head", 1, 1, 3, 3),
+        ("D != E", 1, 2, 5, 2),
+        ("B, H > 1", 3, 4, 4, 6),
+    ),
+    random_sizes=between(B=(1, 3), H=(1, 4), D=(1, 10), E=(1, 10)),
     output_names=("o_t", "state"),
     hints=(
         "One token of the recurrent form: update the state, then read it.",
@@ -446,21 +404,15 @@ EX_03_4 = Exercise(
         "return torch.einsum('bhd,bhde->bhe', q_t, S), S",
     ),
     wrong=[
-        Wrong(
-            _step_read_old,
-            "the output reads the old state: add k_t v_t^T first, the token sees itself",
-        ),
-        Wrong(_step_state_not_returned, "the returned state is the old one: return S + k_t v_t^T"),
-        Wrong(_step_from_zero, "the incoming state is ignored: the step continues from it"),
-        Wrong(
-            _step_outer_transposed,
-            "the outer product is v_t k_t^T (E, D); the state is k_t v_t^T (D, E)",
-        ),
-        Wrong(
-            _step_query_key_swapped,
-            "q_t and k_t are swapped: the key goes into the state, the query reads it",
-        ),
+        _step_read_old,
+        _step_state_not_returned,
+        _step_from_zero,
+        _step_outer_transposed,
+        _step_query_key_swapped,
     ],
+    difficulty=1,
+    minutes=5,
+    objective="Generate one token from the state: update it with k_t v_t^T, then read it with q_t.",
 )
 
 EXERCISES = [EX_03_1, EX_03_2, EX_03_3, EX_03_4]

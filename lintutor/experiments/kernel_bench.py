@@ -1,0 +1,275 @@
+"""Lesson 08's benchmark: lintutor's kernels against fla, SDPA and plain PyTorch on one GPU.
+
+    lintutor bench                 (or python -m lintutor.experiments.kernel_bench) full run
+    lintutor bench --quick         two sequence lengths, for a smoke test
+    lintutor bench --tune          also sweep the kernels' launch settings (kernel_tune.py)
+    lintutor bench --finish JSON   complete a run that stopped early
+    lintutor bench --lm / --lm-drift   the LM curves instead (lm_curves.py)
+
+Rules: one run on one card; the card's own copy bandwidth and bf16 matmul rate measured in the
+same run (`_gpu.roofs`); every provider checked against an fp32 reference before it is timed (a
+provider that fails is recorded, not timed; kernel_providers.py); bf16 inputs, fp32 state;
+65,536 tokens per call (B = 65536 / T), H * D = 2048; decode B = 64, H = 16, D = 128 timed in
+CUDA graphs. Writes assets/bench_<card>.json; `table()` and `figure()` read it back without a GPU
+(results.py has the memory floors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from lintutor.experiments import _gpu, results
+from lintutor.experiments.kernel_providers import (
+    FWD_TOL,
+    GRAD_TOL,
+    T_LIST,
+    TOKENS,
+    WIDTH,
+    fla_ops,
+    forward_providers,
+    grad_check,
+    grad_fn,
+    inputs,
+    reference,
+    rel_err,
+    sdpa_reference,
+)
+
+summarize, table, figure, decode_figure = (
+    results.summarize, results.table, results.figure, results.decode_figure
+)  # fmt: skip
+
+
+def bench_shapes(fla, t_list=T_LIST, d_list=(64, 128), log=print, on_row=None) -> list[dict]:
+    """One row per (D, T): every provider's forward and forward+backward time and error."""
+    import torch
+
+    providers = forward_providers(fla)
+    rows = []
+    for D in d_list:
+        H = WIDTH // D
+        for T in t_list:
+            B = TOKENS // T
+            row = {"D": D, "H": H, "T": T, "B": B}
+            x = inputs(B, H, T, D, seed=T + D)
+            ref = reference(x)
+            for name, fn in providers.items():
+                try:
+                    if name.startswith("sdpa"):
+                        o = fn(x)
+                        err = rel_err(o[:1, :2, :1024], sdpa_reference(x))
+                    else:
+                        err = rel_err(fn(x), ref)
+                    row[f"{name}_fwd_err"] = err
+                    if not err < FWD_TOL:
+                        row[f"{name}_fwd_ms"] = None
+                        log(f"  {name} D={D} T={T}: rel err {err:.2e} FAILED, not timed")
+                        continue
+                    if name == "torch_chunked" and T > 8192:
+                        row[f"{name}_fwd_ms"] = _gpu.bench(lambda: fn(x), rep=30, warmup=5)  # noqa: B023
+                    else:
+                        row[f"{name}_fwd_ms"] = _gpu.bench(lambda: fn(x))  # noqa: B023
+                except Exception as e:  # a missing backend is recorded, not fatal
+                    row[f"{name}_fwd_ms"] = None
+                    row[f"{name}_fwd_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+            del ref
+            xg = inputs(B, H, T, D, seed=T + D + 1, grad=True)
+            for name in ("lintutor", "fla_chunk", "fla_fused_chunk", "sdpa_flash", "sdpa_cudnn"):
+                if name not in providers or row.get(f"{name}_fwd_ms") is None:
+                    continue
+                try:
+                    fn, do, _ = grad_fn(name, providers[name], xg)
+                    if not name.startswith("sdpa"):
+                        row[f"{name}_grad_err"] = grad_check(xg, name, do, fn)
+                        if not row[f"{name}_grad_err"] < GRAD_TOL:
+                            row[f"{name}_fwdbwd_ms"] = None
+                            continue
+                    row[f"{name}_fwdbwd_ms"] = _gpu.bench(fn, rep=60, warmup=10)
+                except Exception as e:
+                    row[f"{name}_fwdbwd_ms"] = None
+                    row[f"{name}_fwdbwd_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+            del xg
+            torch.cuda.empty_cache()
+            rows.append(row)
+            log(
+                json.dumps(
+                    {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+                )
+            )
+            if on_row is not None:
+                on_row(rows)
+    return rows
+
+
+def bench_decode(fla, log=print) -> dict:
+    """One-token decode, B=64, H=16, D=E=128, fp32 state, every provider in a CUDA graph."""
+    import torch
+    import torch.nn.functional as F
+
+    from lintutor.causal import causal_linear_attention_step
+    from lintutor.kernels import causal_linear_attention_step_triton
+
+    B, H, D = 64, 16, 128
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (
+        torch.randn(B, H, D, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(3)
+    )
+    q = q * D**-0.5
+    S = torch.randn(B, H, D, D, device="cuda", generator=g) * 0.1
+    out = {"B": B, "H": H, "D": D, "state_bytes_rw": 2 * S.numel() * 4}
+    ro, rS = causal_linear_attention_step(
+        q.float(), k.float(), v.float(), S.clone(), normalize=False
+    )
+
+    Sl = S.clone()
+    o, S1 = causal_linear_attention_step_triton(q, k, v, Sl, normalize=False)
+    out["lintutor_err"] = max(rel_err(o, ro), rel_err(S1, rS))
+    S_work = S.clone()
+
+    def step():
+        return causal_linear_attention_step_triton(
+            q, k, v, S_work, normalize=False, out_state=S_work
+        )
+
+    out["lintutor_graph_ms"] = _gpu.bench_graph(step)
+    out["lintutor_eager_ms"] = _gpu.bench(step)
+    Sc, q32, k32, v32 = S.clone(), q.float(), k.float(), v.float()
+    out["torch_step_graph_ms"] = _gpu.bench_graph(
+        lambda: causal_linear_attention_step(q32, k32, v32, Sc, normalize=False)
+    )
+    if fla is not None:
+        rec = fla[2]
+        qf, kf, vf = (t.unsqueeze(1) for t in (q, k, v))  # (B, 1, H, D)
+        of, Sf = rec(qf, kf, vf, scale=1.0, initial_state=S.clone(), output_final_state=True)
+        out["fla_recurrent_err"] = max(rel_err(of[:, 0], ro), rel_err(Sf, rS))
+        S0f = S.clone()
+        out["fla_recurrent_graph_ms"] = _gpu.bench_graph(
+            lambda: rec(qf, kf, vf, scale=1.0, initial_state=S0f, output_final_state=True)
+        )
+    sd = []
+    for L in (1024, 4096, 16384, 65536):
+        try:
+            kc = torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16)
+            vc = torch.randn_like(kc)
+            q4 = q.unsqueeze(2)
+            ms = _gpu.bench_graph(lambda: F.scaled_dot_product_attention(q4, kc, vc), n_inner=5)  # noqa: B023
+            sd.append({"L": L, "sdpa_graph_ms": ms, "kv_cache_bytes": 2 * kc.numel() * 2})
+            torch.cuda.empty_cache()
+        except Exception as e:
+            sd.append({"L": L, "error": f"{type(e).__name__}: {str(e)[:200]}"})
+    out["sdpa"] = sd
+    log(json.dumps(out))
+    return out
+
+
+def run(quick=False, out_dir="assets", do_tune=False, log=print) -> dict:
+    """Run the benchmark and write assets/bench_<card>.json; returns the result."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("the benchmark needs a CUDA GPU; the lesson plots the stored results")
+    fla = fla_ops()
+    if fla is None:
+        log("fla (flash-linear-attention / fla-core) is not installed: timing the other providers")
+    result = {
+        "date": _gpu.now(),
+        "versions": _gpu.versions(),
+        "roofs": _gpu.roofs(),
+        "tokens_per_call": TOKENS,
+        "width_HxD": WIDTH,
+        "dtype": "bfloat16",
+    }
+    log(json.dumps(result))
+    if do_tune:
+        from lintutor.experiments.kernel_tune import tune
+
+        result["tune"] = tune(fla, log)
+    t_list = (1024, 65536) if quick else T_LIST
+    tag = _gpu.device_tag(result["versions"]["gpu"])
+    path = os.path.join(out_dir, f"bench_{tag}{'_quick' if quick else ''}.json")
+    os.makedirs(out_dir, exist_ok=True)
+
+    def save(rows):
+        with open(path, "w") as fh:
+            json.dump(dict(result, rows=rows), fh, indent=1)
+
+    result["decode"] = bench_decode(fla, log=log)
+    result["rows"] = bench_shapes(fla, t_list=t_list, log=log, on_row=save)
+    summarize(result)
+    with open(path, "w") as fh:
+        json.dump(result, fh, indent=1)
+    log(table(result))
+    log(f"wrote {path}")
+    return result
+
+
+def finish_partial(path: str, note: str, log=print) -> dict:
+    """Complete a benchmark JSON that a run left unfinished (it saves after every row).
+
+    Shapes of the grid with no row get {"not_measured": note}; the file gets "incomplete" and
+    the floors and ratios of `summarize`, computed from its own measurements. Nothing is copied
+    from another run.
+    """
+    with open(path) as fh:
+        result = json.load(fh)
+    have = {(r["D"], r["T"]) for r in result["rows"]}
+    missing = [(D, T) for D in (64, 128) for T in T_LIST if (D, T) not in have]
+    for D, T in missing:
+        result["rows"].append(
+            {"D": D, "H": WIDTH // D, "T": T, "B": TOKENS // T, "not_measured": note}
+        )
+    if missing:
+        result["incomplete"] = f"{len(have)} of {len(have) + len(missing)} shapes: {note}"
+    summarize(result)
+    with open(path, "w") as fh:
+        json.dump(result, fh, indent=1)
+    log(table(result))
+    return result
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `lintutor bench`."""
+    p.add_argument("--quick", action="store_true", help="two sequence lengths only")
+    p.add_argument("--tune", action="store_true", help="also sweep the kernel's block sizes")
+    p.add_argument("--out", default="assets", help="folder for the JSON result")
+    p.add_argument("--lm", action="store_true", help="only train the LM with both forms")
+    p.add_argument(
+        "--lm-drift", action="store_true", help="only train the LM with four equal forms"
+    )
+    p.add_argument(
+        "--finish",
+        metavar="JSON",
+        help="complete a run that stopped early: mark the missing shapes, add floors and ratios",
+    )
+
+
+def run_from_args(args) -> int:
+    """Run what `add_arguments`' flags ask for; 1 with the reason when it cannot run here."""
+    from lintutor.experiments import lm_curves
+
+    try:
+        if getattr(args, "finish", None):
+            finish_partial(args.finish, "not measured: the run stopped before this shape")
+        elif args.lm_drift:
+            lm_curves.run(out_dir=args.out, drift=True)
+        elif args.lm:
+            lm_curves.run(out_dir=args.out)
+        else:
+            run(quick=args.quick, out_dir=args.out, do_tune=args.tune)
+    except RuntimeError as err:
+        print(err, file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="lintutor bench", description=__doc__.split("\n")[0])
+    add_arguments(p)
+    return run_from_args(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""`lintutor bench` without a GPU: it says so; completing a stopped run uses only its own rows."""
+
+import json
+
+import pytest
+
+from lintutor.course.cli import main
+from lintutor.experiments import kernel_bench
+from lintutor.experiments.kernel_providers import T_LIST, TOKENS
+
+from .test_results import _result
+
+
+def test_bench_without_gpu_says_so(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["bench", "--quick"]) == 1
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_bench_keeps_every_flag():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    kernel_bench.add_arguments(p)
+    args = p.parse_args(["--quick", "--tune", "--out", "x", "--lm", "--lm-drift", "--finish", "f"])
+    assert (args.quick, args.tune, args.out, args.lm, args.lm_drift, args.finish) == (
+        True, True, "x", True, True, "f",
+    )  # fmt: skip
+
+
+def test_finish_partial_marks_missing_shapes_and_summarizes_only_its_own_rows(tmp_path):
+    res = _result()
+    res["rows"][0].update({"D": 64, "H": 32, "T": 512, "B": 128})
+    path = tmp_path / "bench_x.json"
+    path.write_text(json.dumps(res))
+    out = kernel_bench.finish_partial(str(path), "stopped", log=lambda *_: None)
+    assert json.loads(path.read_text()) == out
+    assert len(out["rows"]) == 2 * len(T_LIST) and out["incomplete"].startswith("1 of 16")
+    marked = [r for r in out["rows"] if "not_measured" in r]
+    assert len(marked) == 15 and all(r["B"] * r["T"] == TOKENS for r in marked)
+    assert not any(k.endswith("_ms") and r[k] for r in marked for k in r)
+    assert out["rows"][0]["ratio_fwd_to_fla"] == pytest.approx(0.5)
