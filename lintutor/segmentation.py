@@ -34,10 +34,11 @@ from torch import nn
 from lintutor.data import SCENE_CLASSES, scene_batch
 from lintutor.efficientvit import EPS, EfficientViTBlock
 from lintutor.featuremaps import relu
-from lintutor.linear import linear_attention_weights
+from lintutor.linear import attention_entropy, linear_attention_weights
 from lintutor.softmax import attention_weights
 
 TEST_SEED = 999_999_937  # the test scenes; training scenes use seed * 1_000_003 + step
+N_MASKS = 4  # predicted masks stored for the first test scenes (seed 0 of each row)
 
 
 @dataclass(frozen=True)
@@ -188,8 +189,44 @@ def attention_maps(model, images, block=-1):
     return linear_attention_weights(relu(q), relu(k), eps=EPS)
 
 
+def object_token(labels, stride=2):
+    """(row, col) of the token under the centre of the largest visible object (class 1) of one
+    label map (r, r), on the grid of r / stride tokens."""
+    rows, cols = torch.nonzero(labels == 1, as_tuple=True)
+    return int(rows.float().mean()) // stride, int(cols.float().mean()) // stride
+
+
+@torch.no_grad()
+def attention_summary(model, images, labels, example=True, block=-1):
+    """How one block attends on test images: the mean entropy (nats) of its rows over images,
+    heads and queries (rows that are all zero, ReLU(q) = 0, left out), log(T) for comparison
+    (a uniform row), and, if `example`, the maps (H, grid, grid) of image 0's query token at
+    the centre of its largest visible object, with their entropies."""
+    maps = attention_maps(model, images, block)  # (B, H, T, T)
+    rows = maps.sum(-1) > 0.5  # (B, H, T)
+    ent = attention_entropy(maps)  # (B, H, T)
+    grid = int(round(maps.shape[-1] ** 0.5))
+    out = {
+        "mean_entropy": float(ent[rows].mean()),
+        "uniform_entropy": float(torch.log(torch.tensor(float(maps.shape[-1])))),
+        "dead_query_fraction": float(1 - rows.float().mean()),
+    }
+    if example:
+        r, c = object_token(labels[0], images.shape[-1] // grid)
+        q = r * grid + c
+        out["example"] = {
+            "image": 0,
+            "query": [r, c],
+            "entropy": [round(float(e), 4) for e in ent[0, :, q]],
+            "maps": maps[0, :, q].reshape(-1, grid, grid).double().round(decimals=5).tolist(),
+        }
+    return out
+
+
 def run_row(switches, seed=0, steps=600, batch=32, lr=4e-3, width=32, n_test=256, resolution=32):
-    """Train one ablation row from seed `seed`; test mIoU and per-class IoU on the test set."""
+    """Train one ablation row from seed `seed`; test mIoU and per-class IoU on the test set, and
+    for rows with attention its `attention_summary` on 32 test scenes; for seed 0 also the
+    attention example and the predicted masks of the first N_MASKS test scenes."""
     torch.manual_seed(seed)
     model = SceneSegmenter(switches, width=width)
     t0 = time.perf_counter()
@@ -198,6 +235,12 @@ def run_row(switches, seed=0, steps=600, batch=32, lr=4e-3, width=32, n_test=256
     images, labels = test_scenes(n_test, resolution)
     pred = predict(model, images)
     ious = iou_per_class(pred, labels)
+    attention = None
+    if switches.global_attention:
+        attention = attention_summary(model, images[:32], labels[:32], example=seed == 0)
+    masks = None
+    if seed == 0:  # predicted classes of the first test scenes, one string of digits per row
+        masks = [["".join(map(str, row)) for row in m.tolist()] for m in pred[:N_MASKS]]
     return {
         "seed": seed,
         "miou": sum(ious) / len(ious),
@@ -205,4 +248,11 @@ def run_row(switches, seed=0, steps=600, batch=32, lr=4e-3, width=32, n_test=256
         "final_loss": sum(losses[-20:]) / len(losses[-20:]),
         "params": parameter_count(model),
         "train_seconds": seconds,
+        "attention": attention,
+        "masks": masks,
     }
+
+
+def decode_masks(masks):
+    """Stored masks (lists of digit strings) back to a (n, r, r) tensor of classes."""
+    return torch.tensor([[[int(c) for c in row] for row in m] for m in masks])

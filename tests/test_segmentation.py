@@ -1,6 +1,8 @@
 """The procedural scenes (labels are the largest VISIBLE object, after occlusion) and the small
 EfficientViT segmenter: shapes at any resolution, the switches, gradients, mIoU, attention maps."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,8 +15,10 @@ from lintutor.segmentation import (
     SceneSegmenter,
     Switches,
     attention_maps,
+    attention_summary,
     iou_per_class,
     miou,
+    object_token,
     parameter_count,
     predict,
     train_segmenter,
@@ -185,3 +189,29 @@ def test_predict_and_attention_maps():
         assert (maps >= 0).all()
     first = attention_maps(model, images, block=0)
     assert first.shape == maps.shape and not torch.allclose(first, maps)
+
+
+def test_object_token_is_the_centre_of_the_largest_object():
+    labels = torch.zeros(32, 32, dtype=torch.long)
+    labels[4:9, 20:31] = 1  # rows 4..8, columns 20..30: centre (6, 25) -> token (3, 12)
+    labels[20:30, 0:5] = 2
+    assert object_token(labels) == (3, 12)
+
+
+def test_attention_summary_entropies():
+    torch.manual_seed(0)
+    images, labels = scene_batch(4, 32, seed=2)
+    for switches in (Switches(), Switches(softmax=True)):
+        model = SceneSegmenter(switches, width=16)
+        s = attention_summary(model, images, labels)
+        assert 0 < s["mean_entropy"] <= s["uniform_entropy"] + 1e-5
+        assert s["uniform_entropy"] == pytest.approx(math.log(256))
+        ex = s["example"]
+        assert len(ex["maps"]) == 4 and len(ex["maps"][0]) == 16 and len(ex["maps"][0][0]) == 16
+        for m, e in zip(ex["maps"], ex["entropy"]):
+            w = torch.tensor(m).flatten()
+            assert w.sum() == pytest.approx(1, abs=1e-3) or w.sum() == 0
+            assert e == pytest.approx(float(-(w * torch.log(w + 1e-12)).sum()), abs=0.01)
+    # softmax at initialization is almost uniform; the summary says so
+    assert s["mean_entropy"] > 0.99 * s["uniform_entropy"]
+    assert "example" not in attention_summary(model, images, labels, example=False)
