@@ -72,20 +72,21 @@ def scene_objects(batch_size, seed=0, min_objects=2, max_objects=4):
     """The objects of a batch of scenes, a dict of (batch_size, max_objects) tensors, back to
     front: present (bool), disc (bool, else an axis-aligned square), cx, cy, size (radius or
     half side, unit coordinates) and color (batch_size, max_objects, 3); background
-    (batch_size, 3)."""
+    (batch_size, 3). Scene b depends only on (seed, b): a larger batch adds scenes after it."""
     if not 1 <= min_objects <= max_objects:
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
     g = torch.Generator().manual_seed(seed)
     B, N = batch_size, max_objects
-    count = torch.randint(min_objects, max_objects + 1, (B, 1), generator=g)  # (B, 1)
+    u = torch.rand(B, 1 + 7 * N + 3, generator=g)  # (B, P): one row of draws per scene
+    count = min_objects + (u[:, :1] * (max_objects - min_objects + 1)).long()  # (B, 1)
     return {
         "present": torch.arange(N).unsqueeze(0) < count,  # (B, N)
-        "disc": torch.rand(B, N, generator=g) < 0.5,
-        "cx": 0.1 + 0.8 * torch.rand(B, N, generator=g),
-        "cy": 0.1 + 0.8 * torch.rand(B, N, generator=g),
-        "size": 0.08 + 0.22 * torch.rand(B, N, generator=g),
-        "color": 0.4 + 0.6 * torch.rand(B, N, 3, generator=g),
-        "background": 0.3 * torch.rand(B, 3, generator=g),
+        "disc": u[:, 1 : 1 + N] < 0.5,
+        "cx": 0.1 + 0.8 * u[:, 1 + N : 1 + 2 * N],
+        "cy": 0.1 + 0.8 * u[:, 1 + 2 * N : 1 + 3 * N],
+        "size": 0.08 + 0.22 * u[:, 1 + 3 * N : 1 + 4 * N],
+        "color": 0.4 + 0.6 * u[:, 1 + 4 * N : 1 + 7 * N].reshape(B, N, 3),
+        "background": 0.3 * u[:, 1 + 7 * N :],
     }
 
 

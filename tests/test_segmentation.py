@@ -99,6 +99,12 @@ def test_scenes_are_seeded_bounded_and_any_resolution():
     assert (f32 - f128).abs().max() < 0.02
 
 
+def test_a_scene_does_not_depend_on_the_batch_size():
+    small, small_labels = scene_batch(5, 24, seed=9)
+    large, large_labels = scene_batch(40, 24, seed=9)
+    assert torch.equal(small, large[:5]) and torch.equal(small_labels, large_labels[:5])
+
+
 def test_every_scene_has_one_largest_object_and_two_to_four_objects():
     objects = scene_objects(200, seed=2)
     count = objects["present"].sum(1)
