@@ -127,3 +127,128 @@ def scene_batch(batch_size, resolution=32, seed=0, min_objects=2, max_objects=4,
     g = torch.Generator().manual_seed(seed + 7_919)
     images = (images + noise * torch.randn(images.shape, generator=g)).clamp(0, 1)
     return images, scene_labels(owner, max_objects)
+
+
+# An order-2 Markov "language" (lesson 07): the next token is a fixed random function f(a, b) of
+# the two before it with probability p, else uniform over the vocabulary. Its entropy floor, the
+# lowest loss any model can reach, is known exactly, so a training curve can be read against it.
+
+
+def markov2_table(vocab_size=16, table_seed=0):
+    """The language's rule f (vocab_size, vocab_size) long: f[a, b] follows the pair (a, b)."""
+    g = torch.Generator().manual_seed(table_seed)
+    return torch.randint(0, vocab_size, (vocab_size, vocab_size), generator=g)
+
+
+def markov2_entropy(vocab_size=16, p=0.9) -> float:
+    """The exact entropy floor in nats per predicted token (every token after the first two).
+
+    The rule's token has probability p + (1 - p) / V, each of the other V - 1 tokens (1 - p) / V.
+    """
+    import math
+
+    hit, miss = p + (1 - p) / vocab_size, (1 - p) / vocab_size
+    return -(hit * math.log(hit) + (vocab_size - 1) * miss * math.log(miss)) if p < 1 else 0.0
+
+
+def markov2_batch(batch_size, seq_len=128, vocab_size=16, p=0.9, seed=0, table_seed=0):
+    """(inputs, targets, loss_mask), each (batch_size, seq_len); O(batch_size * seq_len).
+
+    The first two tokens are uniform; loss_mask leaves out position 0, whose target has only one
+    token before it, so the mean masked loss of a perfect model is `markov2_entropy` exactly.
+    """
+    table = markov2_table(vocab_size, table_seed)  # (V, V)
+    g = torch.Generator().manual_seed(seed)
+    B, T = batch_size, seq_len
+    follow = torch.rand(B, T + 1, generator=g) < p  # (B, T + 1): obey the rule here?
+    tokens = torch.randint(0, vocab_size, (B, T + 1), generator=g)  # uniform draws
+    for t in range(2, T + 1):
+        ruled = table[tokens[:, t - 2], tokens[:, t - 1]]  # (B,)
+        tokens[:, t] = torch.where(follow[:, t], ruled, tokens[:, t])
+    loss_mask = torch.ones(B, T, dtype=torch.bool)
+    loss_mask[:, 0] = False
+    return tokens[:, :-1], tokens[:, 1:], loss_mask
+
+
+def markov2_batch_fn(batch_size, seq_len=128, vocab_size=16, p=0.9, seed=0, table_seed=0):
+    """batch_fn(step) for `models.train`: a fresh, reproducible Markov batch per step."""
+
+    def batch_fn(step):
+        return markov2_batch(batch_size, seq_len, vocab_size, p, seed * 1_000_003 + step,
+                             table_seed)  # fmt: skip
+
+    return batch_fn
+
+
+# A character corpus built at run time from the Python standard library's own source files on
+# this machine (lesson 07): nothing is downloaded or copied into the repository. The files differ
+# between Python versions, so losses on it differ a little between machines.
+
+CHAR_VOCAB = "\n" + "".join(chr(c) for c in range(32, 127))  # 96 characters; others become "?"
+
+
+def stdlib_char_corpus(n_files=60, val_fraction=0.1, seed=0, max_chars_per_file=40_000):
+    """{"train", "val": 1-D long tensors, "vocab": CHAR_VOCAB, "train_files", "val_files",
+    "python"}: top-level stdlib .py files, shuffled with `seed`, split by file.
+
+    Tabs become four spaces, carriage returns go, any other character outside CHAR_VOCAB becomes
+    "?". O(total characters).
+    """
+    import os
+    import platform
+    import random
+    import sysconfig
+
+    import numpy as np
+
+    root = sysconfig.get_paths()["stdlib"]
+    names = sorted(f for f in os.listdir(root) if f.endswith(".py"))
+    if len(names) < 2:
+        raise FileNotFoundError(f"no Python source files found in {root}")
+    random.Random(seed).shuffle(names)
+    names = names[:n_files]
+    n_val = max(1, round(val_fraction * len(names)))
+    lut = np.full(256, CHAR_VOCAB.index("?"), dtype=np.int64)  # byte -> index
+    for i, ch in enumerate(CHAR_VOCAB):
+        lut[ord(ch)] = i
+
+    def encode(files):
+        parts = []
+        for name in files:
+            with open(os.path.join(root, name), encoding="utf-8", errors="replace") as f:
+                text = f.read(max_chars_per_file).replace("\t", "    ").replace("\r", "")
+            parts.append(text.encode("ascii", errors="replace"))
+        return torch.from_numpy(lut[np.frombuffer(b"\n".join(parts), dtype=np.uint8)])
+
+    return {
+        "train": encode(names[n_val:]),
+        "val": encode(names[:n_val]),
+        "vocab": CHAR_VOCAB,
+        "train_files": names[n_val:],
+        "val_files": names[:n_val],
+        "python": platform.python_version(),
+    }
+
+
+def char_batch(data, batch_size, seq_len, seed=0):
+    """(inputs, targets, loss_mask), each (batch_size, seq_len), from random windows of the
+    1-D token tensor `data`; the loss is on every position."""
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(data) - seq_len - 1, (batch_size, 1), generator=g)  # (B, 1)
+    idx = starts + torch.arange(seq_len + 1)  # (B, T + 1)
+    window = data[idx]
+    return window[:, :-1], window[:, 1:], torch.ones(batch_size, seq_len, dtype=torch.bool)
+
+
+def char_batch_fn(data, batch_size, seq_len, seed=0):
+    """batch_fn(step) for `models.train` over a character corpus."""
+
+    def batch_fn(step):
+        return char_batch(data, batch_size, seq_len, seed * 1_000_003 + step)
+
+    return batch_fn
+
+
+def decode_chars(tokens, vocab=CHAR_VOCAB) -> str:
+    """Token indices (any iterable of ints) back to text."""
+    return "".join(vocab[int(t)] for t in tokens)
