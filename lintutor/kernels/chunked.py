@@ -1,4 +1,7 @@
-"""Chunked causal linear attention as Triton kernels: the forward scan (lesson 08).
+"""Chunked causal linear attention as Triton kernels: the forward scan and its driver (lesson 08).
+
+The public launcher `causal_linear_attention_triton` and its autograd Function are in
+`causal.py`; this file holds the kernels and `chunk_scan`, which the backward reuses.
 
 The same schedule as `lintutor.causal.causal_linear_attention_chunked(normalize=False)`:
 
@@ -41,8 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-from lintutor._validate import check_shapes
-from lintutor.kernels._interpret import dot_precision, interpreting, next_pow2
+from lintutor.kernels._common import dot_precision, interpreting, next_pow2, num_sms
 
 
 @triton.jit
@@ -173,12 +175,6 @@ def _segment_state_kernel(
     tl.store(st_ptr + (i_bh * NS + i_s) * D * E + s_offs, S, mask=mask_d[:, None] & mask_e[None, :])
 
 
-def _num_sms(device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 1
-
-
 # Below this many programs per SM a scan is cut into segments (see `segments_for`).
 SEGMENT_BELOW = 0.75
 
@@ -203,7 +199,7 @@ def segments_for(programs: int, n_chunks: int, device, programs_per_sm: int) -> 
     3/4 of the SMs leaves bandwidth unused. Segments fix that at the cost of a second read of
     the two tensors whose state they sum (k and v), so they are used only below that.
     """
-    sms = _num_sms(device)
+    sms = num_sms(device)
     if programs >= SEGMENT_BELOW * sms:
         return 1
     # rounded down: one more segment than fits in a wave leaves a tail (measured: 192 programs
@@ -267,65 +263,3 @@ def chunk_scan(q, k, v, initial_state=None, reverse=False, output_final_state=Fa
         PREC=dot_precision(q.dtype), num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return o, st
-
-
-def _check_kernel_inputs(q, k, v):
-    check_shapes(q=(q, "B H T D"), k=(k, "B H T D"), v=(v, "B H T E"))
-    for name, x in (("k", k), ("v", v)):
-        if x.dtype != q.dtype or x.device != q.device:
-            raise TypeError(
-                f"{name}: expected {q.dtype} on {q.device} like q, got {x.dtype} on {x.device}"
-            )
-    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise TypeError(f"q: the kernels take float32, float16 or bfloat16, got {q.dtype}")
-    D, E = q.shape[-1], v.shape[-1]
-    if not (16 <= D <= 256 and 16 <= E <= 256):
-        raise ValueError(f"the kernels need 16 <= D, E <= 256 (tl.dot tiles), got D={D}, E={E}")
-    if q.device.type == "cpu" and not interpreting():
-        raise RuntimeError(
-            "CPU tensors need Triton's interpreter: set os.environ['TRITON_INTERPRET'] = '1' "
-            "before anything imports triton (restart the kernel), or move the tensors to a GPU"
-        )
-
-
-def causal_linear_attention_triton(
-    q, k, v, normalize=True, initial_state=None, output_final_state=False, eps=1e-6,
-    chunk_size=None,
-):  # fmt: skip
-    """Causal linear attention in Triton, differentiable; the signature of lesson 03's forms.
-
-    normalize=False is plain causal linear attention, state S (B, H, D, E) fp32. normalize=True
-    divides by z_t . q_t (+ eps): the denominator is the same scan with v = ones, state (S, z).
-    O(T*C*(D+E) + T*D*E) time; gradients flow to q, k, v and the initial state. chunk_size
-    (16, 32, 64 or 128) changes the speed, not the result; None picks the tuned one (64 for
-    D <= 64, 128 above), where lesson 03's forms default to 64.
-    """
-    from lintutor.kernels.chunked_bwd import ChunkedLinearAttention
-
-    _check_kernel_inputs(q, k, v)
-    if chunk_size is not None and chunk_size not in (16, 32, 64, 128):
-        raise ValueError(f"chunk_size must be 16, 32, 64 or 128 in the kernels, got {chunk_size}")
-    B, H, T, D = q.shape
-    S0, z0 = None, None
-    if initial_state is not None:
-        if normalize:
-            if not (isinstance(initial_state, (tuple, list)) and len(initial_state) == 2):
-                raise TypeError("initial_state: with normalize=True the state is the tuple (S, z)")
-            S0, z0 = initial_state
-            check_shapes(q=(q, "B H T D"), v=(v, "B H T E"), S=(S0, "B H D E"), z=(z0, "B H D"))
-        else:
-            if not isinstance(initial_state, torch.Tensor):
-                raise TypeError("initial_state: with normalize=False the state is the tensor S")
-            S0 = initial_state
-            check_shapes(q=(q, "B H T D"), v=(v, "B H T E"), initial_state=(S0, "B H D E"))
-    want = output_final_state  # the final states are computed only when returned
-    o, S = ChunkedLinearAttention.apply(q, k, v, S0, chunk_size, want)  # (B,H,T,E), (B,H,D,E)
-    if not normalize:
-        return (o, S) if output_final_state else o
-    ones = q.new_ones(B, H, T, 16)  # the normalizer as a scan of v = 1 (16: smallest dot tile)
-    zs = None if z0 is None else z0.to(torch.float32).unsqueeze(-1).expand(B, H, D, 16)
-    den, zT = ChunkedLinearAttention.apply(q, k, ones, zs, chunk_size, want)  # (B, H, T, 16)
-    o = (o.float() / (den[..., :1].float() + eps)).to(v.dtype)  # (B, H, T, E)
-    if output_final_state:
-        return o, (S, zT[..., 0])
-    return o

@@ -14,7 +14,12 @@ kernel computes both per chunk c (rows s, columns t, s <= t kept):
     dv_c = tril^T(k_c q_c^T) do_c + k_c G        dk_c = tril^T(v_c do_c^T) q_c + v_c G^T
     G   <- G + q_c^T do_c
 
-No forward state is stored between the passes (only q, k, v and S_0).
+No forward state is stored between the passes (only q, k, v and S_0). That per-chunk block is
+one jitted helper, `_dkdv_chunk`, which both fused kernels call: `_dkdv_kernel` (v2) for each
+chunk of its segment, `_bwd_kernel` (v3) in its second walk. This file holds the kernels and
+their drivers; the autograd Function that calls `chunk_bwd` with an explicit `backward=`
+version is in `causal.py`. It builds on `chunked.py` (the scans and segment sums), never the
+other way round.
 
 Versions (H100 80GB HBM3, bf16, 65,536 tokens, H * D = 2048; forward + backward through
 autograd, forward v4 of `chunked.py` unless said otherwise):
@@ -42,8 +47,45 @@ import torch
 import triton
 import triton.language as tl
 
-from lintutor.kernels._interpret import dot_precision, interpreting, next_pow2
+from lintutor.kernels._common import dot_precision, interpreting, next_pow2
 from lintutor.kernels.chunked import chunk_scan, segment_states, segmenting, segments_for
+
+
+@triton.jit
+def _dkdv_chunk(
+    q_base, k_base, v_base, do_base, dk_base, dv_base, G,
+    offs_t, t_end, offs_d, offs_e, mask_d, mask_e, keep,
+    sq_t, sq_d, sk_t, sk_d, sv_t, sv_e, so_t, so_e,
+    UPCAST: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """dk and dv of one chunk of tokens offs_t (< t_end) from G, stored; returns G + q_c^T do_c.
+
+    Rows s, columns t, `keep` = s <= t; G (BD, BE) fp32 is the state gradient of the chunks
+    after this one. dk is stored with k's strides, dv with do's (so_*).
+    """
+    mask_t = offs_t < t_end
+    mask_td = mask_t[:, None] & mask_d[None, :]  # (C, BD)
+    mask_te = mask_t[:, None] & mask_e[None, :]  # (C, BE)
+    q = tl.load(q_base + offs_t[:, None] * sq_t + offs_d[None, :] * sq_d, mask=mask_td,
+                other=0.0)  # (C, BD)  # fmt: skip
+    kd = offs_t[:, None] * sk_t + offs_d[None, :] * sk_d
+    k = tl.load(k_base + kd, mask=mask_td, other=0.0)  # (C, BD)
+    v = tl.load(v_base + offs_t[:, None] * sv_t + offs_e[None, :] * sv_e, mask=mask_te,
+                other=0.0)  # (C, BE)  # fmt: skip
+    oe = offs_t[:, None] * so_t + offs_e[None, :] * so_e
+    do = tl.load(do_base + oe, mask=mask_te, other=0.0)  # (C, BE)
+    if UPCAST:
+        q, k, v, do = q.to(tl.float32), k.to(tl.float32), v.to(tl.float32), do.to(tl.float32)
+    Gc = G.to(q.dtype)
+    a = tl.where(keep, tl.dot(k, tl.trans(q), input_precision=PREC), 0.0)  # (C, C) k_s.q_t
+    dv = tl.dot(a.to(q.dtype), do, input_precision=PREC)  # (C, BE)
+    dv = tl.dot(k, Gc, acc=dv, input_precision=PREC)
+    bm = tl.where(keep, tl.dot(v, tl.trans(do), input_precision=PREC), 0.0)  # (C, C) v_s.do_t
+    dk = tl.dot(bm.to(q.dtype), q, input_precision=PREC)  # (C, BD)
+    dk = tl.dot(v, tl.trans(Gc), acc=dk, input_precision=PREC)
+    tl.store(dv_base + oe, dv.to(dv_base.dtype.element_ty), mask=mask_te)  # (C, BE)
+    tl.store(dk_base + kd, dk.to(dk_base.dtype.element_ty), mask=mask_td)  # (C, BD)
+    return tl.dot(tl.trans(q), do, acc=G, input_precision=PREC)  # (BD, BE) += q_c^T do_c
 
 
 @triton.jit
@@ -91,29 +133,11 @@ def _dkdv_kernel(
     dv_base = dv_ptr + b * so_b + h * so_h
     for j in range(0, n_chunks):
         offs_t = seg_start + (n_chunks - 1 - j) * C + offs_c  # (C,)
-        mask_t = offs_t < seg_end
-        mask_td = mask_t[:, None] & mask_d[None, :]
-        mask_te = mask_t[:, None] & mask_e[None, :]
-        td = offs_t[:, None] * sq_t + offs_d[None, :] * sq_d
-        q = tl.load(q_base + td, mask=mask_td, other=0.0)  # (C, BD)
-        kd = offs_t[:, None] * sk_t + offs_d[None, :] * sk_d
-        k = tl.load(k_base + kd, mask=mask_td, other=0.0)  # (C, BD)
-        v = tl.load(v_base + offs_t[:, None] * sv_t + offs_e[None, :] * sv_e, mask=mask_te,
-                    other=0.0)  # (C, BE)  # fmt: skip
-        oe = offs_t[:, None] * so_t + offs_e[None, :] * so_e
-        do = tl.load(do_base + oe, mask=mask_te, other=0.0)  # (C, BE)
-        if UPCAST:
-            q, k, v, do = q.to(tl.float32), k.to(tl.float32), v.to(tl.float32), do.to(tl.float32)
-        Gc = G.to(q.dtype)
-        a = tl.where(keep, tl.dot(k, tl.trans(q), input_precision=PREC), 0.0)  # (C, C) k_s.q_t
-        dv = tl.dot(a.to(q.dtype), do, input_precision=PREC)  # (C, BE)
-        dv = tl.dot(k, Gc, acc=dv, input_precision=PREC)
-        bm = tl.where(keep, tl.dot(v, tl.trans(do), input_precision=PREC), 0.0)  # v_s.do_t
-        dk = tl.dot(bm.to(q.dtype), q, input_precision=PREC)  # (C, BD)
-        dk = tl.dot(v, tl.trans(Gc), acc=dk, input_precision=PREC)
-        tl.store(dv_base + oe, dv.to(dv_ptr.dtype.element_ty), mask=mask_te)
-        tl.store(dk_base + kd, dk.to(dk_ptr.dtype.element_ty), mask=mask_td)
-        G = tl.dot(tl.trans(q), do, acc=G, input_precision=PREC)  # (BD, BE) += q_c^T do_c
+        G = _dkdv_chunk(
+            q_base, k_base, v_base, do_base, dk_base, dv_base, G,
+            offs_t, seg_end, offs_d, offs_e, mask_d, mask_e, keep,
+            sq_t, sq_d, sk_t, sk_d, sv_t, sv_e, so_t, so_e, UPCAST, PREC,
+        )  # fmt: skip
     if STORE_G:
         if i_s == 0:
             tl.store(gout_ptr + i_bh * D * E + g_offs, G, mask=mask_de)
@@ -180,31 +204,15 @@ def _bwd_kernel(
     else:
         G = tl.zeros([BD, BE], dtype=tl.float32)
     keep = offs_c[:, None] <= offs_c[None, :]  # (C, C): row s, column t, s <= t
+    dk_base = dk_ptr + b * sk_b + h * sk_h
+    dv_base = dv_ptr + b * so_b + h * so_h
     for j in range(0, n_chunks):
-        offs_t = (n_chunks - 1 - j) * C + offs_c
-        mask_t = offs_t < T
-        mask_td = mask_t[:, None] & mask_d[None, :]
-        mask_te = mask_t[:, None] & mask_e[None, :]
-        q = tl.load(q_base + offs_t[:, None] * sq_t + offs_d[None, :] * sq_d, mask=mask_td,
-                    other=0.0)  # (C, BD)  # fmt: skip
-        kd = offs_t[:, None] * sk_t + offs_d[None, :] * sk_d
-        k = tl.load(k_base + kd, mask=mask_td, other=0.0)
-        v = tl.load(v_base + offs_t[:, None] * sv_t + offs_e[None, :] * sv_e, mask=mask_te,
-                    other=0.0)  # fmt: skip
-        oe = offs_t[:, None] * so_t + offs_e[None, :] * so_e
-        do = tl.load(do_base + oe, mask=mask_te, other=0.0)
-        if UPCAST:
-            q, k, v, do = q.to(tl.float32), k.to(tl.float32), v.to(tl.float32), do.to(tl.float32)
-        Gc = G.to(q.dtype)
-        a = tl.where(keep, tl.dot(k, tl.trans(q), input_precision=PREC), 0.0)
-        dv = tl.dot(a.to(q.dtype), do, input_precision=PREC)
-        dv = tl.dot(k, Gc, acc=dv, input_precision=PREC)
-        bm = tl.where(keep, tl.dot(v, tl.trans(do), input_precision=PREC), 0.0)
-        dk = tl.dot(bm.to(q.dtype), q, input_precision=PREC)
-        dk = tl.dot(v, tl.trans(Gc), acc=dk, input_precision=PREC)
-        tl.store(dv_ptr + b * so_b + h * so_h + oe, dv.to(dv_ptr.dtype.element_ty), mask=mask_te)
-        tl.store(dk_ptr + b * sk_b + h * sk_h + kd, dk.to(dk_ptr.dtype.element_ty), mask=mask_td)
-        G = tl.dot(tl.trans(q), do, acc=G, input_precision=PREC)
+        offs_t = (n_chunks - 1 - j) * C + offs_c  # (C,)
+        G = _dkdv_chunk(
+            q_base, k_base, v_base, do_base, dk_base, dv_base, G,
+            offs_t, T, offs_d, offs_e, mask_d, mask_e, keep,
+            sq_t, sq_d, sk_t, sk_d, sv_t, sv_e, so_t, so_e, UPCAST, PREC,
+        )  # fmt: skip
     if STORE_G:
         tl.store(gout_ptr + i_bh * D * E + s_offs, G, mask=mask_de)
 
@@ -315,40 +323,3 @@ def chunk_bwd(q, k, v, do, S0=None, dS=None, chunk_size=None, need_dS0=False, ba
     dv, dS0 = chunk_scan(k, q, do, dS, reverse=True, output_final_state=need_dS0, chunk_size=C)
     dk, _ = chunk_scan(v, do, q, dSt, reverse=True, chunk_size=C)  # (B, H, T, D)
     return dq, dk, dv, dS0
-
-
-class ChunkedLinearAttention(torch.autograd.Function):
-    """(q, k, v, S_0, chunk_size, want_state) -> (o, S_T or None); gradients for q, k, v, S_0.
-
-    S_T (fp32) is computed only when want_state is set: at T = 512 the (B*H, D, E) state is
-    67 MB, 6% of the bytes the forward must move. Gradients that are not used arrive as None
-    (not materialized as zeros), so an unused S_T costs the backward nothing either.
-
-    backward_version: "auto" (default), "onepass" (v3), "dkdv" (v2) or "scans" (v1); every
-    version ships and is tested.
-    """
-
-    backward_version = "auto"
-
-    @staticmethod
-    def forward(ctx, q, k, v, initial_state, chunk_size, want_state=True):
-        o, S = chunk_scan(
-            q, k, v, initial_state, output_final_state=want_state, chunk_size=chunk_size
-        )
-        ctx.save_for_backward(q, k, v, initial_state)
-        ctx.chunk_size = chunk_size
-        ctx.set_materialize_grads(False)
-        return o, S
-
-    @staticmethod
-    def backward(ctx, do, dS):
-        q, k, v, S0 = ctx.saved_tensors
-        if do is None:
-            do = torch.zeros_like(v)
-        need_s0 = S0 is not None and ctx.needs_input_grad[3]
-        dq, dk, dv, dS0 = chunk_bwd(
-            q, k, v, do, S0, dS, ctx.chunk_size, need_s0, ChunkedLinearAttention.backward_version
-        )
-        if need_s0:
-            dS0 = dS0.to(S0.dtype)
-        return dq, dk, dv, dS0, None, None

@@ -2,7 +2,7 @@
 
 One program per (batch, head), the whole (D, E) state in one tile, fp32, no tuning: short
 enough to read in one screen, and the reference the exercise checker compares against. The fast
-versions are in `linear_attention.py`, `chunked.py` and `decode.py`.
+versions are in `linear.py`, `chunked.py` and `decode.py` (launched from `causal.py`).
 
 Each function takes CPU or GPU tensors of any float dtype (the checker passes float64), runs the
 kernel in fp32 where kernels run (GPU, or the interpreter on CPU) and returns q's dtype.
@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from lintutor.kernels._interpret import device
+from lintutor.kernels._common import device
 
 
 def linear_attention_simple_triton(q, k, v):

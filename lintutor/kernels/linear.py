@@ -1,4 +1,4 @@
-"""Non-causal linear attention as Triton kernels (lesson 08; the math of lesson 02).
+"""Non-causal linear attention in Triton: kernels and launcher (lesson 08, lesson 02's math).
 
     S = sum_t k_t v_t^T  (D, E),   o_t = S^T q_t,   normalized: o_t / (q_t . sum_s k_s + eps)
 
@@ -20,13 +20,14 @@ import triton
 import triton.language as tl
 
 from lintutor._validate import check_shapes
-from lintutor.kernels._interpret import dot_precision, interpreting, next_pow2
-from lintutor.kernels.chunked import (
-    _check_kernel_inputs,
-    _num_sms,
-    segment_states,
-    segmenting,
+from lintutor.kernels._common import (
+    check_kernel_inputs,
+    dot_precision,
+    interpreting,
+    next_pow2,
+    num_sms,
 )
+from lintutor.kernels.chunked import segment_states, segmenting
 
 
 @triton.jit
@@ -68,14 +69,14 @@ def _apply_state_kernel(
 
 def linear_attention_triton(q, k, v, normalize=True, eps=1e-6):
     """Non-causal linear attention (lesson 02's `linear_attention`) in Triton. O(T*D*E) time."""
-    _check_kernel_inputs(q, k, v)
+    check_kernel_inputs(q, k, v)
     check_shapes(q=(q, "B H T D"), k=(k, "B H S D"), v=(v, "B H S E"))
     B, H, T, D = q.shape
     Tk, E = k.shape[2], v.shape[-1]
     BD, BE, C = next_pow2(D), min(64, next_pow2(E)), 64
     n_e = triton.cdiv(E, BE)
     upcast, prec = interpreting(), dot_precision(q.dtype)
-    want = triton.cdiv(2 * _num_sms(q.device), B * H * n_e)  # about 2 programs per SM
+    want = triton.cdiv(2 * num_sms(q.device), B * H * n_e)  # about 2 programs per SM
     NS, seg_len = segmenting(B, H, Tk, n_e, C, q.device, 2, requested=want)
     local = segment_states(k, v, NS, seg_len, C, BE, warps=4, stages=3)  # (B*H, NS, D, E)
     S = local.sum(1).contiguous()  # (B*H, D, E)

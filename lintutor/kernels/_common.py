@@ -1,4 +1,5 @@
-"""Helpers that let the same launchers run on a GPU and in Triton's CPU interpreter (lesson 08).
+"""What every kernel file shares (lesson 08): the interpreter switch, the device, the SM count,
+tile sizes and the input checks of the public launchers.
 
 The interpreter runs each program of a kernel with NumPy. It has two traps the kernels avoid:
 
@@ -18,6 +19,8 @@ import os
 import sys
 
 import torch
+
+from lintutor._validate import check_shapes
 
 
 def interpreting() -> bool:
@@ -42,6 +45,13 @@ def device() -> str:
     return "cpu" if interpreting() or not torch.cuda.is_available() else "cuda"
 
 
+def num_sms(device) -> int:
+    """Streaming multiprocessors of a CUDA device (1 for the interpreter's CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 1
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """`input_precision` for tl.dot: exact fp32 ("ieee") for fp32 inputs, else tf32 (unused)."""
     return "ieee" if dtype == torch.float32 or interpreting() else "tf32"
@@ -53,3 +63,29 @@ def next_pow2(n: int) -> int:
     while p < n:
         p *= 2
     return p
+
+
+def check_kernel_inputs(q, k, v):
+    """q, k (B, H, T, D), v (B, H, T, E) of one float dtype on one device, 16 <= D, E <= 256
+    (tl.dot tiles), CPU tensors only in the interpreter."""
+    check_shapes(q=(q, "B H T D"), k=(k, "B H T D"), v=(v, "B H T E"))
+    for name, x in (("k", k), ("v", v)):
+        if x.dtype != q.dtype or x.device != q.device:
+            raise TypeError(
+                f"{name}: expected {q.dtype} on {q.device} like q, got {x.dtype} on {x.device}"
+            )
+    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"q: the kernels take float32, float16 or bfloat16, got {q.dtype}")
+    D, E = q.shape[-1], v.shape[-1]
+    if not (16 <= D <= 256 and 16 <= E <= 256):
+        raise ValueError(f"the kernels need 16 <= D, E <= 256 (tl.dot tiles), got D={D}, E={E}")
+    check_cpu_needs_interpreter(q)
+
+
+def check_cpu_needs_interpreter(x):
+    """CPU tensors run only in the interpreter: say how to get it, or to move to a GPU."""
+    if x.device.type == "cpu" and not interpreting():
+        raise RuntimeError(
+            "CPU tensors need Triton's interpreter: set os.environ['TRITON_INTERPRET'] = '1' "
+            "before anything imports triton (restart the kernel), or move the tensors to a GPU"
+        )
