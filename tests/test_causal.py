@@ -6,32 +6,24 @@ import torch
 
 from lintutor import causal
 from lintutor._validate import ShapeError
-from lintutor.featuremaps import elu1
 from lintutor.linear import linear_attention_weights
+
+from reference import assert_close, qkv
+from reference import state as random_state
 
 # (B, H, T, D, E): T = 1, odd, one short of a chunk, not a multiple of it, a multiple of it
 SHAPES = [(1, 1, 1, 3, 2), (2, 3, 7, 4, 5), (1, 2, 63, 8, 3), (2, 2, 100, 5, 7), (1, 2, 256, 6, 4)]
 
 
 def _qkv(B, H, T, D, E, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
-    return elu1(r(B, H, T, D)), elu1(r(B, H, T, D)), r(B, H, T, E)
+    return qkv(B, H, T, D, E, kind="elu1", seed=seed)  # phi(q), phi(k) > 0
 
 
 def _state(B, H, D, E, normalize, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    S = torch.randn(B, H, D, E, generator=g, dtype=torch.float64)
-    return (S, torch.rand(B, H, D, generator=g, dtype=torch.float64) * 3) if normalize else S
+    return random_state(B, H, D, E, normalize, z_scale=3.0, seed=seed)
 
 
-def _close(a, b):
-    if isinstance(a, tuple):
-        assert isinstance(b, tuple) and len(a) == len(b)
-        for x, y in zip(a, b):
-            _close(x, y)
-    else:
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+EXACT = dict(rtol=1e-10, atol=1e-12)  # float64: the forms agree to rounding
 
 
 FORMS = {
@@ -59,8 +51,8 @@ def test_form_matches_recurrent_with_final_state(shape, form, normalize, with_st
     o_ref, s_ref = causal.causal_linear_attention_recurrent(q, k, v, **kw)
     o, s = FORMS[form](q, k, v, **kw)
     assert o.shape == (B, H, T, E)
-    _close(o, o_ref)
-    _close(s, s_ref)
+    assert_close("o", o_ref, o, **EXACT)
+    assert_close("final state", s_ref, s, **EXACT)
 
 
 @pytest.mark.parametrize("normalize", [True, False])
@@ -77,7 +69,7 @@ def test_recurrent_matches_masked_attention_weights():
     q, k, v = _qkv(2, 2, 11, 4, 3)
     w = linear_attention_weights(q, k, causal=True, eps=0.0)  # (B, H, T, T)
     o = causal.causal_linear_attention_recurrent(q, k, v, eps=0.0)
-    _close(o, w @ v)
+    assert_close("o", w @ v, o, **EXACT)
 
 
 @pytest.mark.parametrize("normalize", [True, False])
@@ -91,7 +83,7 @@ def test_split_sequence_continues_from_final_state(normalize):
     b = causal.causal_linear_attention_parallel(
         q[:, :, 17:], k[:, :, 17:], v[:, :, 17:], normalize=normalize, initial_state=state
     )
-    _close(torch.cat([a, b], dim=2), full)
+    assert_close("o (two halves)", full, torch.cat([a, b], dim=2), **EXACT)
 
 
 @pytest.mark.parametrize("normalize", [True, False])
@@ -108,8 +100,8 @@ def test_decode_steps_match_recurrent(normalize):
             q[:, :, t], k[:, :, t], v[:, :, t], state, normalize=normalize
         )
         outs.append(o_t)
-    _close(torch.stack(outs, dim=2), o_ref)
-    _close(state, s_ref)
+    assert_close("o (steps)", o_ref, torch.stack(outs, dim=2), **EXACT)
+    assert_close("state", s_ref, state, **EXACT)
 
 
 @pytest.mark.parametrize("normalize", [True, False])
@@ -136,14 +128,14 @@ def test_chunked_gradients_match_recurrent(T, C, normalize):
     ref = grads(causal.causal_linear_attention_recurrent)
     got = grads(causal.causal_linear_attention_chunked, chunk_size=C)
     for name, a, b in zip(["q", "k", "v", "S0", "z0"], got, ref):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11, msg=f"grad of {name}")
+        assert_close(f"grad of {name}", b, a, rtol=1e-9, atol=1e-11)
 
 
 def test_chunked_in_float32_is_close_to_float64_recurrent():
     q, k, v = _qkv(1, 2, 256, 8, 8)
     ref = causal.causal_linear_attention_recurrent(q, k, v)
     got = causal.causal_linear_attention_chunked(q.float(), k.float(), v.float())
-    torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-5)
+    assert_close("o (float32)", ref, got.double(), rtol=1e-4, atol=1e-5)
 
 
 def test_future_tokens_do_not_change_the_past():
@@ -152,7 +144,7 @@ def test_future_tokens_do_not_change_the_past():
     v2[:, :, 10:] += 5.0
     for fn in [causal.causal_linear_attention_parallel, causal.causal_linear_attention_chunked]:
         a, b = fn(q, k, v), fn(q, k, v2)
-        _close(a[:, :, :10], b[:, :, :10])
+        assert_close("the past", b[:, :, :10], a[:, :, :10], **EXACT)
         assert not torch.allclose(a[:, :, 10:], b[:, :, 10:])
 
 

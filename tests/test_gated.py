@@ -20,6 +20,9 @@ from lintutor.gated import (
 )
 from lintutor.gated import decay_mask as gated_decay_mask
 
+from reference import assert_close, gen, qkv
+from reference import state as random_state
+
 SHAPES = [  # (B, H, T, D, E, chunk): awkward on purpose
     (1, 1, 1, 3, 2, 4),
     (2, 3, 13, 4, 5, 4),
@@ -29,24 +32,18 @@ SHAPES = [  # (B, H, T, D, E, chunk): awkward on purpose
 
 
 def _inputs(B, H, T, D, E, vector, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.rand(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    q, k = r(B, H, T, D), r(B, H, T, D)
-    v = torch.randn(B, H, T, E, generator=g, dtype=torch.float64)
-    log_g = -2 * r(B, H, T, D) if vector else -2 * r(B, H, T)
+    """q, k uniform in [0, 1), v normal, and log-gates in (-2, 0]: scalar or one per channel."""
+    g = gen(seed)
+    q, k, v = qkv(B, H, T, D, E, kind="uniform", g=g)
+    log_g = -2 * torch.rand(*((B, H, T, D) if vector else (B, H, T)), generator=g, dtype=q.dtype)
     return q, k, v, log_g
 
 
 def _state(B, H, D, E, normalize, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    S = torch.randn(B, H, D, E, generator=g, dtype=torch.float64)
-    return (S, torch.rand(B, H, D, generator=g, dtype=torch.float64)) if normalize else S
+    return random_state(B, H, D, E, normalize, seed=seed)
 
 
-def _flat(x):
-    if isinstance(x, (tuple, list)):
-        return torch.cat([_flat(t) for t in x])
-    return x.reshape(-1)
+EXACT = dict(rtol=1e-10, atol=1e-12)  # float64: the forms agree to rounding
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -62,8 +59,8 @@ def test_form_matches_recurrent_with_initial_state(shape, vector, normalize, for
         got, state = gated_linear_attention_parallel(q, k, v, g, normalize, S0, True)
     else:
         got, state = gated_linear_attention_chunked(q, k, v, g, normalize, S0, True, chunk_size=C)
-    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(_flat(state), _flat(want_state), rtol=1e-10, atol=1e-12)
+    assert_close("o", want, got, **EXACT)
+    assert_close("final state", want_state, state, **EXACT)
 
 
 @pytest.mark.parametrize("vector", [False, True], ids=["scalar", "vector"])
@@ -79,8 +76,8 @@ def test_chunked_gradients_match_recurrent(vector):
             (o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view_as(o)).sum() + S.sum()
         ).backward()
         grads.append([t.grad for t in leaves])
-    for got, want in zip(*grads[::-1]):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+    for name, got, want in zip(("dq", "dk", "dv", "dg", "dS0"), *grads[::-1]):
+        assert_close(name, want, got, rtol=1e-9, atol=1e-11)
 
 
 def test_zero_gate_is_plain_causal_linear_attention():
@@ -89,14 +86,14 @@ def test_zero_gate_is_plain_causal_linear_attention():
     for normalize in (False, True):
         want = causal_linear_attention_recurrent(q, k, v, normalize=normalize)
         got = gated_linear_attention_chunked(q, k, v, zero, normalize=normalize, chunk_size=4)
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+        assert_close(f"o (normalize={normalize})", want, got, **EXACT)
 
 
 def test_scalar_gate_equals_vector_gate_with_equal_channels():
     q, k, v, g = _inputs(1, 2, 7, 3, 2, False)
     want = gated_linear_attention_parallel(q, k, v, g)
     got = gated_linear_attention_parallel(q, k, v, g.unsqueeze(-1).expand(-1, -1, -1, 3))
-    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert_close("o", want, got, **EXACT)
 
 
 def test_step_continues_the_recurrence():
@@ -104,7 +101,7 @@ def test_step_continues_the_recurrence():
     o, state = gated_linear_attention_recurrent(q[:, :, :5], k[:, :, :5], v[:, :, :5], g[:, :, :5],
                                                 output_final_state=True)  # fmt: skip
     o_t, _ = gated_linear_attention_step(q[:, :, 5], k[:, :, 5], v[:, :, 5], g[:, :, 5], state)
-    torch.testing.assert_close(o_t, gated_linear_attention_recurrent(q, k, v, g)[:, :, 5])
+    assert_close("o_t", gated_linear_attention_recurrent(q, k, v, g)[:, :, 5], o_t)
 
 
 def test_segment_sum_is_the_sum_over_each_segment():

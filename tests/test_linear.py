@@ -13,13 +13,13 @@ from lintutor.linear import (
 )
 from lintutor.softmax import attention_weights
 
+from reference import assert_close, qkv
+
 SHAPES = [(1, 1, 1, 1, 1, 1), (2, 3, 7, 9, 4, 5), (1, 2, 63, 63, 8, 3), (2, 1, 100, 17, 3, 8)]
 
 
 def _qkv(B, H, T, S, D, E, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
-    return r(B, H, T, D), r(B, H, S, D), r(B, H, S, E)
+    return qkv(B, H, T, D, E, S=S, seed=seed)  # raw normals: each test applies its feature map
 
 
 @pytest.mark.parametrize("normalize", [True, False])
@@ -31,7 +31,7 @@ def test_linear_form_matches_quadratic_form(shape, name, normalize):
     a = linear_attention(phi(q), phi(k), v, normalize=normalize)
     b = linear_attention_quadratic(phi(q), phi(k), v, normalize=normalize)
     assert a.shape == shape[:3] + (shape[-1],)
-    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert_close("linear vs quadratic", b, a, rtol=1e-10, atol=1e-12)
 
 
 def test_normalized_output_is_weights_times_values():
@@ -39,7 +39,7 @@ def test_normalized_output_is_weights_times_values():
     q, k = fm.elu1(q), fm.elu1(k)
     w = linear_attention_weights(q, k)
     torch.testing.assert_close(w.sum(-1), torch.ones(2, 2, 6, dtype=torch.float64))
-    torch.testing.assert_close(w @ v, linear_attention(q, k, v), rtol=1e-10, atol=1e-12)
+    assert_close("o", linear_attention(q, k, v), w @ v, rtol=1e-10, atol=1e-12)
 
 
 def test_causal_weights_hide_the_future():

@@ -13,22 +13,21 @@ from lintutor.mlla import (
     rope_2d_angles,
 )
 
+from reference import assert_close, qkv
+
 
 def _qkv(B=2, H=3, n=12, D=4, E=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    q = torch.rand(B, H, n, D, generator=g, dtype=torch.float64)
-    k = torch.rand(B, H, n, D, generator=g, dtype=torch.float64)
-    v = torch.randn(B, H, n, E, generator=g, dtype=torch.float64)
-    return q, k, v
+    return qkv(B, H, n, D, E, kind="uniform", seed=seed)  # positive q, k: features already
 
 
 @pytest.mark.parametrize("with_rope", [False, True])
 def test_linear_form_equals_quadratic_form(with_rope):
     q, k, v = _qkv()
     q_r, k_r = (q.flip(-1), k.roll(1, -1)) if with_rope else (None, None)  # any rotated copies
-    torch.testing.assert_close(
-        mlla_attention(q, k, v, q_r, k_r), mlla_attention_quadratic(q, k, v, q_r, k_r)
-    )
+    assert_close(
+        "linear vs quadratic", mlla_attention_quadratic(q, k, v, q_r, k_r),
+        mlla_attention(q, k, v, q_r, k_r),
+    )  # fmt: skip
 
 
 def test_without_rope_the_weights_are_a_normalized_average():
