@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from lintutor._validate import check_positive, check_shapes
+from lintutor.causal import initial_state_or_zeros
 
 LOCAL_KERNELS = ("linear", "relu2")
 
@@ -50,17 +51,6 @@ def local_kernel(scores, local: str):
     if local == "relu2":
         return torch.relu(scores) ** 2
     raise ValueError(f"local must be one of {LOCAL_KERNELS}, got {local!r}")
-
-
-def _grouped_start(q, v, normalize, initial_state):
-    """(S, z) of the groups before t = 0; z is None when normalize=False."""
-    B, H, _, D = q.shape
-    E = v.shape[-1]
-    if initial_state is None:
-        return q.new_zeros(B, H, D, E), (q.new_zeros(B, H, D) if normalize else None)
-    S, z = initial_state if normalize else (initial_state, None)
-    check_shapes(q=(q, "B H T D"), v=(v, "B H T E"), S=(S, "B H D E"), z=(z, "B H D"))
-    return S, z
 
 
 def grouped_linear_attention_recurrent(
@@ -82,7 +72,7 @@ def grouped_linear_attention_recurrent(
     """
     check_shapes(q=(q, "B H T D"), k=(k, "B H T D"), v=(v, "B H T E"))
     check_positive("group_size", group_size)
-    S, z = _grouped_start(q, v, normalize, initial_state)
+    S, z = initial_state_or_zeros(q, v, normalize, initial_state)
     T, outs = q.shape[2], []
     for t in range(T):
         start = t - t % group_size  # first token of t's group
@@ -121,7 +111,7 @@ def grouped_linear_attention_parallel(
     Same arguments and state convention as the recurrent form."""
     check_shapes(q=(q, "B H T D"), k=(k, "B H T D"), v=(v, "B H T E"))
     check_positive("group_size", group_size)
-    S0, z0 = _grouped_start(q, v, normalize, initial_state)
+    S0, z0 = initial_state_or_zeros(q, v, normalize, initial_state)
     B, H, T, D = q.shape
     E, G = v.shape[-1], group_size
     n = -(-T // G)  # number of groups, the last one may be short
@@ -240,18 +230,18 @@ def conv_step(v_t, weight, window):
     return c_t, x[:, :, 1:]
 
 
-def augmented_linear_attention_step(q_t, k_t, v_t, state, conv_weight, eps=1e-6):
+def augmented_linear_attention_step(q_t, k_t, v_t, S, z, window, conv_weight, eps=1e-6):
     """One decode step of linear attention plus the causal conv on V. O(D*E + P*E) per token.
 
-    state = (S (B, H, D, E), z (B, H, D), window (B, H, P, E)); q_t, k_t feature-mapped (B, H, D),
-    v_t (B, H, E), conv_weight (H, 2P + 1). Returns (o_t (B, H, E), new state):
+    q_t, k_t (B, H, D) feature-mapped, v_t (B, H, E); the state S (B, H, D, E), z (B, H, D) and
+    the conv cache window (B, H, P, E), the last P values, oldest first; conv_weight (H, 2P + 1).
         S_t = S + k_t v_t^T,  z_t = z + k_t,  o_t = S_t^T q_t / (q_t . z_t + eps) + c_t
+    Returns (o_t (B, H, E), S_t, z_t, the new window).
     """
-    S, z, window = state
     S = S + k_t.unsqueeze(-1) * v_t.unsqueeze(-2)  # (B, H, D, E)
     z = z + k_t  # (B, H, D)
     o_t = torch.einsum("bhd,bhde->bhe", q_t, S) / ((q_t * z).sum(-1, keepdim=True) + eps)
     P = conv_weight.shape[1] // 2
     x = torch.cat([window, v_t.unsqueeze(2)], dim=2)  # (B, H, P + 1, E): v_{t-P} ... v_t
     c_t = torch.einsum("hj,bhje->bhe", conv_weight[:, : P + 1], x)  # the causal taps only
-    return o_t + c_t, (S, z, x[:, :, 1:])
+    return o_t + c_t, S, z, x[:, :, 1:]

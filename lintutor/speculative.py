@@ -122,6 +122,39 @@ def speculative_generate(target, draft, prompt, n_new, k=4):
     return torch.cat(out)[:n_new], stats
 
 
+class NgramDraft:
+    """A count-based order-n draft: it proposes the most frequent follower of the last n - 1
+    tokens in its training data (ties and unseen contexts: the lowest token id). The same
+    prefill / step interface as `DecoderLM`, batch size 1, and almost free per token.
+    """
+
+    def __init__(self, sequences, vocab_size, n=3):
+        """sequences (B, T) long: the training text. O(B*T)."""
+        self.n, self.vocab_size = n, vocab_size
+        ctx = sequences.unfold(1, n, 1).reshape(-1, n)  # (windows, n)
+        index = torch.zeros(len(ctx), dtype=torch.long)
+        for j in range(n - 1):
+            index = index * vocab_size + ctx[:, j]
+        counts = torch.zeros(vocab_size ** (n - 1), vocab_size)
+        counts.index_put_((index, ctx[:, -1]), torch.ones(len(ctx)), accumulate=True)
+        self.logits = (counts + 1).log()  # (V^(n-1), V), add-one smoothing
+
+    def _logits(self, context):
+        index = 0
+        for t in context:
+            index = index * self.vocab_size + t
+        return self.logits[index].unsqueeze(0)  # (1, V)
+
+    def prefill(self, tokens):
+        context = tuple(int(t) for t in tokens[0, -(self.n - 1) :].tolist())
+        context = (0,) * (self.n - 1 - len(context)) + context
+        return self._logits(context).unsqueeze(1), context
+
+    def step(self, token, cache):
+        context = cache[1:] + (int(token),)
+        return self._logits(context), context
+
+
 def timed(fn, *args, **kwargs):
     """(result, seconds) of one call."""
     t0 = time.perf_counter()

@@ -182,3 +182,24 @@ def test_cache_sizes_state_vs_kv():
     for layer in layers.values():  # the synthetic cache is a valid cache to step from
         y, _ = layer.step(x, decoder.synthetic_cache(layer, 1, 1000), 1000)
         assert y.shape == (1, 64) and torch.isfinite(y).all()
+
+
+def test_leak_losses_agree_for_a_causal_model_only():
+    x = _tokens(3, 12, seed=10)
+    batch = (x, torch.roll(x, -1, dims=1), torch.ones_like(x, dtype=torch.bool))
+    causal = decoder.leak_losses(_model("grouped", "causal", 3, seed=11), batch)
+    assert abs(causal["teacher_forced"] - causal["prefix_only"]) < 1e-10
+    leaky = decoder.leak_losses(_model("grouped", "leaky", 0, seed=11), batch)
+    assert abs(leaky["teacher_forced"] - leaky["prefix_only"]) > 1e-3
+
+
+def test_decode_cost_rows():
+    layers = {a: decoder.AugmentedAttention(32, 4, attention=a, conv="causal")
+              for a in ("softmax", "linear")}  # fmt: skip
+    rows = {a: decoder.decode_cost(layer, [16, 64], repeats=2) for a, layer in layers.items()}
+    for a in rows:
+        assert [r["length"] for r in rows[a]] == [16, 64]
+        assert all(r["seconds_per_token"] > 0 for r in rows[a])
+    assert rows["linear"][0]["cache_bytes"] == rows["linear"][1]["cache_bytes"]
+    kv = [r["cache_bytes"] for r in rows["softmax"]]
+    assert kv[1] - kv[0] == 48 * 2 * 32 * 4

@@ -240,12 +240,14 @@ def test_augmented_step_matches_linear_attention_plus_conv():
                  torch.zeros(B, H, K // 2, E, dtype=q.dtype))  # fmt: skip
         outs = []
         for t in range(T):
-            o_t, state = linearized.augmented_linear_attention_step(
-                q[:, :, t], k[:, :, t], v[:, :, t], state, w, eps=eps
+            o_t, *state = linearized.augmented_linear_attention_step(
+                q[:, :, t], k[:, :, t], v[:, :, t], *state, w, eps=eps
             )
             outs.append(o_t)
         _close(torch.stack(outs, dim=2), ref)
         _close(state[0], k.transpose(-1, -2) @ v)
+        _close(state[1], k.sum(2))
+        _close(state[2], v[:, :, -(K // 2) :])
 
 
 def test_bad_arguments_are_named():

@@ -140,3 +140,33 @@ def test_random_tree_is_a_tree():
     parents = speculative.random_tree(20, branching=2, seed=1)
     assert parents[0] == -1 and all(0 <= p < i for i, p in enumerate(parents) if i)
     assert max(parents.count(j) for j in range(20)) <= 2
+
+
+def test_ngram_draft_counts_and_keeps_speculative_output_exact():
+    text = torch.tensor([[1, 2, 3, 1, 2, 3, 1, 2, 4, 0, 0, 1]])
+    draft = speculative.NgramDraft(text, V, n=3)
+    _, cache = draft.prefill(torch.tensor([[5, 1, 2]]))
+    logits, cache = draft.step(torch.tensor([2]), cache)  # context (2, 2): never seen
+    assert int(logits.argmax()) == 0 and cache == (2, 2)
+    _, cache = draft.prefill(torch.tensor([[1, 2]]))
+    assert int(draft._logits(cache).argmax()) == 3  # (1, 2) -> 3 twice, -> 4 once
+    target = _model("grouped", "causal", 3, seed=11)
+    g = torch.Generator().manual_seed(12)
+    corpus = speculative.greedy_generate(target, torch.tensor([[1]]), 60)[0].view(1, -1)
+    draft = speculative.NgramDraft(corpus, V, n=3)  # learned from the target's own output
+    for _ in range(6):
+        prompt = torch.randint(0, V, (1, 4), generator=g)
+        plain, _ = speculative.greedy_generate(target, prompt, 30)
+        spec, stats = speculative.speculative_generate(target, draft, prompt, 30, k=4)
+        assert torch.equal(spec, plain)
+
+
+def test_sampling_at_temperature_zero_is_greedy_and_seeded_otherwise():
+    m = _model("grouped", "causal", 0, seed=13)
+    prompt = torch.tensor([[1, 2, 3]])
+    greedy, _ = speculative.greedy_generate(m, prompt, 20)
+    assert torch.equal(speculative.sample_generate(m, prompt, 20, temperature=0), greedy)
+    a = speculative.sample_generate(m, prompt, 20, temperature=1.0, seed=4)
+    b = speculative.sample_generate(m, prompt, 20, temperature=1.0, seed=4)
+    c = speculative.sample_generate(m, prompt, 20, temperature=1.0, seed=5)
+    assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == (20,)
