@@ -6,7 +6,7 @@ MLLABlock). Non-causal, on a height x width grid of n = height * width tokens, p
     phi(x) = elu(x) + 1                                   q = phi(W_q x), k = phi(W_k x), v = x
     o_i    = RoPE(q_i) (sum_j RoPE(k_j)^T v_j) / n  /  (q_i . mean_j k_j + 1e-6)  +  LePE(v)_i
 
-What the released code does that a reader might not expect (PAPERS.md):
+What the released code does that a reader might not expect (read from models/mlla.py):
 - no V projection: v is the sub-block's input after in_proj -> DWConv3x3 -> SiLU;
 - 2-D RoPE (`rope_2d`) rotates all channels before the head split, and only in the numerator:
   the denominator uses the unrotated q, k, so numerator weights can be negative;
