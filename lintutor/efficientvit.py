@@ -36,10 +36,10 @@ from torch import nn
 from lintutor._validate import check_positive, check_shapes
 from lintutor.featuremaps import relu
 
-EPS = 1e-15  # LiteMLA's eps
+EPS = 1e-15  # LiteMLA's eps (the forms below spell it out, so their source stands alone)
 
 
-def relu_linear_attention(q, k, v, eps=EPS):
+def relu_linear_attention(q, k, v, eps=1e-15):
     """ReLU(Q) (ReLU(K)^T [V, 1]): numerator and denominator from one matmul.
 
     q, k (B, H, T, D) / (B, H, S, D) are raw (ReLU is applied here), v (B, H, S, E); float16 is
@@ -59,7 +59,7 @@ def relu_linear_attention(q, k, v, eps=EPS):
     return (out[..., :-1] / (out[..., -1:] + eps)).to(dtype)  # (B, H, T, E)
 
 
-def relu_linear_attention_quadratic(q, k, v, eps=EPS):
+def relu_linear_attention_quadratic(q, k, v, eps=1e-15):
     """The same as a T x S map: (ReLU(Q) ReLU(K)^T / rowsum) V. O(T * S * (D + E)) time and
     O(T * S) memory. Normalized in float32 when the input is half precision, as released."""
     check_shapes(q=(q, "B H T D"), k=(k, "B H S D"), v=(v, "B H S E"))
@@ -71,7 +71,7 @@ def relu_linear_attention_quadratic(q, k, v, eps=EPS):
     return weights.to(dtype) @ v  # (B, H, T, E)
 
 
-def relu_linear_attention_auto(q, k, v, eps=EPS):
+def relu_linear_attention_auto(q, k, v, eps=1e-15):
     """The released switch: the quadratic form when the token count T <= head dim D (its
     T x T map is then no larger than the D x (E + 1) state), the linear form otherwise."""
     check_shapes(q=(q, "B H T D"), k=(k, "B H S D"), v=(v, "B H S E"))

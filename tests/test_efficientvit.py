@@ -3,6 +3,8 @@ switch, channel layout and multi-scale aggregation, and LiteMLA / MBConv / block
 gradients. The oracle `_released_relu_linear_att` transcribes LiteMLA.relu_linear_att of
 mit-han-lab/efficientvit (efficientvit/models/nn/ops.py) in its own (B, heads, dim, n) layout."""
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -69,9 +71,12 @@ def _released_relu_quadratic_att(qkv, dim, eps=1e-15):
     return torch.reshape(out, (B, -1, H, W))
 
 
-def test_eps_is_the_released_value():
+def test_eps_is_the_released_value_and_the_forms_share_one_signature():
     assert EPS == 1e-15
     assert LiteMLA(16).eps == 1e-15
+    forms = [relu_linear_attention, relu_linear_attention_quadratic, relu_linear_attention_auto]
+    signatures = {str(inspect.signature(f)) for f in forms}
+    assert signatures == {"(q, k, v, eps=1e-15)"}
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
