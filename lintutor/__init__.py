@@ -14,8 +14,8 @@ Four bands, each importing only from the bands below it:
     experiments   lintutor.experiments: runs that store results in assets/ (lessons 05, 08)
     the tutor     lintutor.course: the exercise checker, notebook helpers, the `lintutor` command
 
-`check`, `hint`, `solution` and `setup_notebook` are re-exported here for the lessons, lazily:
-`import lintutor.causal` loads no tutor code.
+`check`, `hint`, `solution`, `show` and `setup_notebook` are re-exported here for the lessons,
+lazily: `import lintutor.causal` loads no tutor code.
 """
 
 __version__ = "0.1.0"
@@ -26,9 +26,10 @@ _LAZY = {
     "hint": "lintutor.course.exercises",
     "solution": "lintutor.course.exercises",
     "setup_notebook": "lintutor.course.notebook",
+    "show": "lintutor.course.notebook",
 }
 
-__all__ = ["check", "hint", "solution", "setup_notebook", "__version__"]
+__all__ = ["check", "hint", "solution", "setup_notebook", "show", "__version__"]
 
 
 def __getattr__(name):

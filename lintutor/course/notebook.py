@@ -45,6 +45,27 @@ def setup_notebook(seed: int = 0, threads: int | None = None) -> None:
         torch.set_num_threads(threads)
 
 
+def show(obj, title: str | None = None) -> None:
+    """Show the package's version of a function or class ("compare with yours"), after its
+    exercise's check: highlighted in a notebook, plain text elsewhere."""
+    import inspect
+    import textwrap
+
+    src = textwrap.dedent(inspect.getsource(obj))
+    where = f"{obj.__module__}.{obj.__qualname__}"
+    header = title or f"The package's version, {where} (compare with yours):"
+    try:
+        from IPython import get_ipython
+        from IPython.display import Code, Markdown, display
+
+        if get_ipython() is not None:
+            display(Markdown(f"**{header}**"), Code(src, language="python"))
+            return
+    except ImportError:
+        pass
+    print(header + "\n\n" + src)
+
+
 def exercise_cells(nb) -> list[tuple[str, int]]:
     """[(exercise id, cell index)] for every cell tagged `exercise:ID`."""
     out = []
