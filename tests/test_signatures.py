@@ -8,7 +8,7 @@ import inspect
 import pytest
 
 import lintutor.kernels as K
-from lintutor import causal, gated, linear, mamba, mlla, softmax
+from lintutor import causal, gated, linear, linearized, mamba, mlla, softmax
 
 # mechanism: (the reference, the other forms)
 MECHANISMS = {
@@ -35,6 +35,10 @@ MECHANISMS = {
     ),
     "selective scan": (mamba.selective_scan_recurrent, [mamba.selective_scan_as_linear_attention]),
     "MLLA attention": (mlla.mlla_attention, [mlla.mlla_attention_quadratic]),
+    "grouped linear attention": (
+        linearized.grouped_linear_attention_recurrent,
+        [linearized.grouped_linear_attention_parallel],
+    ),
 }
 
 # (form, parameter): why it may differ from the reference (extra, or another default)
