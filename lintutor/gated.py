@@ -16,7 +16,8 @@ Unrolled, o_t = sum_{s<=t} (q_t * exp(G[t, s]))^T k_s v_s with G[t, s] = g_{s+1}
 the "segment sum". exp(G) is the decay mask: the causal mask of lesson 03 (all ones below the
 diagonal) is the special case g = 0. `segment_sum` builds G without subtracting cumulative sums,
 so it neither underflows nor cancels; `decay_mask_naive` (cumulative products, then a ratio) shows
-what goes wrong without it.
+what goes wrong without it, and `decay_masked_scores_factorized` (GLA's q * exp(c), k * exp(-c))
+how a factorized chunk overflows once its log-gates sum past log(dtype max).
 
 - `_recurrent`: the definition. O(T*D*E) time, O(D*E) memory.
 - `_parallel`:  the decay-masked T x T form. O(T^2*(D+E)) time (vector gate: O(T^2*D*E) memory
@@ -116,12 +117,28 @@ def gated_linear_attention_recurrent(
     return o
 
 
-def _masked_scores(q, k, g, vector):
-    """(B, H, T, T) scores q_t . (exp(G[t, s]) * k_s), zero above the diagonal."""
-    if vector:
+def decay_masked_scores(q, k, g):
+    """Scores q_t . (exp(G[t, s]) * k_s) (B, H, T, T), zero above the diagonal: lesson 03's
+    masked q k^T with the decay mask, for a scalar (B, H, T) or vector (B, H, T, D) log-gate.
+
+    Every exponent is a segment sum (<= 0). O(T^2*D) time; a vector gate builds a (D, T, T)
+    mask per head.
+    """
+    if g.dim() == 4:  # the mask differs per key channel
         G = segment_sum(g.transpose(-1, -2))  # (B, H, D, T, T)
         return torch.einsum("bhtd,bhdts,bhsd->bhts", q, torch.exp(G), k)
     return (q @ k.transpose(-1, -2)) * torch.exp(segment_sum(g))  # (B, H, T, T)
+
+
+def decay_masked_scores_factorized(q, k, g):
+    """The same scores through GLA's factorization, (q * exp(c)) (k * exp(-c))^T with c the
+    cumulative sum of g over these T tokens: one plain matmul, but exp(-c) overflows once the
+    log-gates sum past log(dtype max) (float32: 88.7, float16: 11.1). Shown in lesson 04.
+    """
+    c = torch.cumsum(g, dim=2)  # (B, H, T[, D]): log(a_1 ... a_t)
+    c = c if g.dim() == 4 else c.unsqueeze(-1)  # (B, H, T, D or 1)
+    scores = (q * torch.exp(c)) @ (k * torch.exp(-c)).transpose(-1, -2)  # (B, H, T, T)
+    return scores.masked_fill(~causal_mask(q.shape[2], device=q.device), 0.0)
 
 
 def gated_linear_attention_parallel(
@@ -172,7 +189,7 @@ def gated_linear_attention_chunked(
         end = min(start + chunk_size, q.shape[2])
         q_c, k_c, v_c = q[:, :, start:end], k[:, :, start:end], v[:, :, start:end]  # (B,H,C,*)
         g_c = g[:, :, start:end]  # (B, H, C[, D])
-        scores = _masked_scores(q_c, k_c, g_c, vector)  # (B, H, C, C) intra-chunk
+        scores = decay_masked_scores(q_c, k_c, g_c)  # (B, H, C, C) intra-chunk
         cum = torch.cumsum(g_c, dim=2)  # (B, H, C[, D]): decay from the chunk start
         total = cum[:, :, -1:]  # (B, H, 1[, D])
         decay_q = torch.exp(cum) if vector else torch.exp(cum).unsqueeze(-1)  # (B, H, C, D|1)

@@ -177,3 +177,28 @@ def test_decay_mask_is_exp_of_segment_sum_and_the_causal_mask_at_zero_gate():
     torch.testing.assert_close(gated_decay_mask(g), torch.exp(segment_sum(g)))
     ones = torch.ones(9, 9, dtype=torch.float64).tril()
     torch.testing.assert_close(gated_decay_mask(torch.zeros(9, dtype=torch.float64)), ones)
+
+
+@pytest.mark.parametrize("vector", [False, True], ids=["scalar", "vector"])
+def test_decay_masked_scores_times_v_is_the_parallel_form(vector):
+    from lintutor.gated import decay_masked_scores, decay_masked_scores_factorized
+
+    q, k, v, g = _inputs(2, 3, 11, 4, 5, vector)
+    scores = decay_masked_scores(q, k, g)
+    assert_close("scores @ v", gated_linear_attention_parallel(q, k, v, g), scores @ v, **EXACT)
+    # mild gates in float64: GLA's factorization gives the same scores
+    assert_close("factorized", scores, decay_masked_scores_factorized(q, k, g), **EXACT)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_factorized_scores_overflow_past_log_max_over_a_64_token_chunk(dtype):
+    from lintutor.gated import decay_masked_scores, decay_masked_scores_factorized
+
+    C = 64
+    limit = torch.log(torch.tensor(torch.finfo(dtype).max)).item() / C  # 0.173 / 1.386
+    q, k, _, _ = _inputs(1, 1, C, 4, 1, False)
+    q, k = q.to(dtype), k.to(dtype)
+    for mean_abs, finite in [(0.9 * limit, True), (1.05 * limit, False)]:
+        g = torch.full((1, 1, C), -mean_abs, dtype=dtype)  # constant gates: sum = -C * mean_abs
+        assert torch.isfinite(decay_masked_scores_factorized(q, k, g)).all() == finite, mean_abs
+        assert torch.isfinite(decay_masked_scores(q, k, g)).all()  # the segment sum never does

@@ -264,3 +264,205 @@ EX_04_3 = Exercise(
 )
 
 EXERCISES = [EX_04_1, EX_04_2, EX_04_3]
+
+
+# --- 04.4 the gated chunked form --------------------------------------------------------------
+
+
+def _chunked_inputs(s, g):
+    B, H, T, D, E = s["B"], s["H"], s["T"], s["D"], s["E"]
+    gate_shape = (B, H, T, D) if s["vector"] else (B, H, T)
+    return {
+        "q": uniform(g, B, H, T, D),
+        "k": uniform(g, B, H, T, D),
+        "v": normal(g, B, H, T, E),
+        "g": -s["strength"] * uniform(g, *gate_shape),  # log-gates <= 0, mean -strength / 2
+        "initial_state": normal(g, B, H, D, E) if s["state"] else None,
+        "output_final_state": True,
+        "chunk_size": s["C"],
+    }
+
+
+CHUNKED_SIZES = cases(
+    "B H T D E C vector state strength",
+    ("T=1", 1, 1, 1, 3, 2, 4, False, True, 2.0),
+    ("T not a multiple of C", 1, 2, 11, 4, 3, 4, False, True, 2.0),
+    ("C = 1", 1, 1, 6, 3, 3, 1, False, True, 2.0),
+    ("C > T", 1, 1, 5, 2, 4, 16, False, True, 2.0),
+    ("vector gate, B, H > 1, D != E", 2, 3, 10, 5, 2, 4, True, True, 2.0),
+    ("no initial state", 1, 1, 9, 3, 2, 4, True, False, 2.0),
+    # mean |log gate| 3: the log-gates of the whole sequence sum to about -960, past float64's
+    # exp limit (709; float32's is 88, a mean of 1.4 over one 64-token chunk)
+    ("long T, strong gates", 1, 2, 320, 4, 3, 64, False, True, 6.0),
+    # mean |log gate| 15: even one 64-token chunk sums past 709
+    ("gates that close inside a chunk", 1, 1, 80, 3, 2, 64, False, True, 30.0),
+)
+CHUNKED_RANDOM = between(B=(1, 2), H=(1, 3), T=(1, 48), D=(1, 6), E=(1, 6), C=(1, 16),
+                         vector=bool, state=bool, strength=2.0)  # fmt: skip
+
+
+def _per_key(x, vector):
+    """(B, H, C[, D]) decay factors -> (B, H, C, D or 1), to scale q or k."""
+    return x if vector else x.unsqueeze(-1)
+
+
+def _chunks(q, k, v, g, initial_state, C, *, intra="segment sum", read_decay="from start",
+            key_decay=True, decay_after_add=False, reset=True, last_state_decay=True,
+            keep_initial=True, drop_partial=False):  # fmt: skip
+    """The chunked schedule with one switch flipped, for the wrong implementations below."""
+    vector = g.dim() == 4
+    B, H, T, D = q.shape
+    S = q.new_zeros(B, H, D, v.shape[-1])
+    if initial_state is not None and keep_initial:
+        S = initial_state
+    c_all = torch.cumsum(g, dim=2)  # (B, H, T[, D]), for the cumulative sum that never restarts
+    outs = []
+    starts = list(range(0, T - T % C if drop_partial else T, C))
+    for i, start in enumerate(starts):
+        end = min(start + C, T)
+        q_c, k_c, v_c, g_c = (x[:, :, start:end] for x in (q, k, v, g))
+        if intra == "segment sum":
+            scores = ref.decay_masked_scores(q_c, k_c, g_c)
+        elif intra == "factorized":
+            scores = ref.decay_masked_scores_factorized(q_c, k_c, g_c)
+        else:  # lesson 03's 0/1 mask
+            scores = (q_c @ k_c.transpose(-1, -2)).tril()
+        cum = torch.cumsum(g_c, dim=2) if reset else c_all[:, :, start:end]
+        total = cum[:, :, -1:]
+        read = {"from start": cum, "none": torch.zeros_like(cum), "to end": total.expand_as(cum)}
+        o_c = scores @ v_c + (q_c * _per_key(torch.exp(read[read_decay]), vector)) @ S
+        k_dec = k_c * _per_key(torch.exp(total - cum), vector) if key_decay else k_c
+        decay_c = _per_key(torch.exp(total.squeeze(2)), vector).unsqueeze(-1)  # (B, H, D|1, 1)
+        if decay_after_add:
+            S = decay_c * (S + k_c.transpose(-1, -2) @ v_c)
+        elif i == len(starts) - 1 and not last_state_decay:
+            S = S + k_dec.transpose(-1, -2) @ v_c
+        else:
+            S = decay_c * S + k_dec.transpose(-1, -2) @ v_c
+        outs.append(o_c)
+    return torch.cat(outs, dim=2) if outs else v[:, :, :0], S
+
+
+def _chk_factorized_globally(q, k, v, g, initial_state=None, chunk_size=64, **_):
+    """q * exp(c_t) and k * exp(-c_s) with c the cumulative sum of the log-gates over the whole
+    sequence: exact on paper, but exp(-c) overflows once the gates sum past about 709 in float64
+    (88 in float32); measure every exponent from the chunk start, so it is a sum of at most C
+    log-gates, and build the intra-chunk mask from a segment sum"""
+    vector = g.dim() == 4
+    c = _per_key(torch.cumsum(g, dim=2), vector)  # (B, H, T, D or 1)
+    q_f, k_f = q * torch.exp(c), k * torch.exp(-c)  # (B, H, T, D)
+    S = q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1])
+    S = S if initial_state is None else initial_state  # S~ = S_0 + sum_s exp(-c_s) k_s v_s^T
+    outs = []
+    for start in range(0, q.shape[2], chunk_size):
+        sl = slice(start, start + chunk_size)
+        scores = (q_f[:, :, sl] @ k_f[:, :, sl].transpose(-1, -2)).tril()
+        outs.append(scores @ v[:, :, sl] + q_f[:, :, sl] @ S)
+        S = S + k_f[:, :, sl].transpose(-1, -2) @ v[:, :, sl]
+    return torch.cat(outs, dim=2), torch.exp(c[:, :, -1]).unsqueeze(-1) * S
+
+
+def _chk_factorized_in_chunk(q, k, v, g, initial_state=None, chunk_size=64, **_):
+    """the intra-chunk scores use GLA's factorization (q * exp(c)) (k * exp(-c))^T: exp(-c)
+    overflows once one chunk's log-gates sum past about 709 in float64 (88 in float32: a mean
+    |log gate| of 1.4 over 64 tokens); build the intra-chunk mask from a segment sum"""
+    return _chunks(q, k, v, g, initial_state, chunk_size, intra="factorized")
+
+
+def _chk_intra_causal_mask(q, k, v, g, initial_state=None, chunk_size=64, **_):
+    """inside the chunk the scores are masked with lesson 03's 0/1 causal mask: key s must be
+    decayed by the gates after it up to t (the decay mask of 04.2)"""
+    return _chunks(q, k, v, g, initial_state, chunk_size, intra="causal")
+
+
+def _chk_no_read_decay(q, k, v, g, initial_state=None, chunk_size=64, **_):
+    """the state from earlier chunks is read without the decay from the chunk start: token t
+    reads (q_t * exp(g_start + ... + g_t)) S"""
+    return _chunks(q, k, v, g, initial_state, chunk_size, read_decay="none")
+
+
+def _chk_read_decay_to_end(q, k, v, g, initial_state=None, chunk_size=64, **_):
+    """the state is decayed by the whole chunk before the chunk reads it: token t needs only the
+    gates from the chunk start up to t, exp(g_start + ... + g_t)"""
+    return _chunks(q, k, v, g, initial_state, chunk_size, read_decay="to end")
+
+
+def _chk_keys_not_decayed(q, k, v, g, initial_state=None, chunk_size=64, **_):
+    """the chunk's keys enter the state without their decay to the chunk end: add
+    (k_s * exp(g_{s+1} + ... + g_end))^T v_s"""
+    return _chunks(q, k, v, g, initial_state, chunk_size, key_decay=False)
+
+
+def _chk_decay_after_add(q, k, v, g, initial_state=None, chunk_size=64, **_):
+    """the chunk's decay is applied after its keys are added, exp(total) * (S + k^T v), so every
+    key is decayed by the whole chunk: decay the old state, then add each key decayed by the
+    gates after it"""
+    return _chunks(q, k, v, g, initial_state, chunk_size, decay_after_add=True)
+
+
+def _chk_gates_not_reset(q, k, v, g, initial_state=None, chunk_size=64, **_):
+    """the cumulative sum of the log-gates runs on across chunk boundaries: restart it in every
+    chunk (the carried state already holds the decay of the chunks before)"""
+    return _chunks(q, k, v, g, initial_state, chunk_size, reset=False)
+
+
+def _chk_final_state_undecayed(q, k, v, g, initial_state=None, chunk_size=64, **_):
+    """the final state misses the decay of the last chunk: after the last chunk too,
+    S = exp(total) * S + decayed keys^T v"""
+    return _chunks(q, k, v, g, initial_state, chunk_size, last_state_decay=False)
+
+
+def _chk_ignores_initial_state(q, k, v, g, initial_state=None, chunk_size=64, **_):
+    """initial_state is ignored: start from it, not from zeros"""
+    return _chunks(q, k, v, g, initial_state, chunk_size, keep_initial=False)
+
+
+def _chk_drops_last_partial(q, k, v, g, initial_state=None, chunk_size=64, **_):
+    """the last, shorter chunk is dropped: T need not be a multiple of chunk_size"""
+    return _chunks(q, k, v, g, initial_state, chunk_size, drop_partial=True)
+
+
+EX_04_4 = Exercise(
+    id="04.4",
+    title="gated causal linear attention, chunked form",
+    reference=ref.gated_linear_attention_chunked,
+    make_inputs=_chunked_inputs,
+    named_sizes=CHUNKED_SIZES,
+    random_sizes=CHUNKED_RANDOM,
+    time_dim=2,
+    output_names=("output", "final state"),
+    hints=(
+        "Lesson 03's chunked loop, with three decays, each measured from inside the chunk: the "
+        "decay mask within the chunk, the decay from the chunk start on what earlier chunks left "
+        "in the state, and each key's decay to the chunk end before it enters the state.",
+        "For each chunk [start, end): c = cumsum of g over the chunk only, total = c at its last "
+        "token. o_c = (decay-masked scores of the chunk, as in 04.3) @ v_c + (q_c * exp(c)) @ S. "
+        "Then S = exp(total) * S + (k_c * exp(total - c))^T v_c. A scalar gate needs a trailing "
+        "axis to scale the D channels; the last chunk may be shorter.",
+        "c = torch.cumsum(g_c, dim=2); total = c[:, :, -1:]; "
+        "per_key = (lambda x: x) if vector else (lambda x: x.unsqueeze(-1)); "
+        "o_c = scores @ v_c + (q_c * per_key(torch.exp(c))) @ S; "
+        "k_dec = k_c * per_key(torch.exp(total - c)); "
+        "S = per_key(torch.exp(total.squeeze(2))).unsqueeze(-1) * S "
+        "+ k_dec.transpose(-1, -2) @ v_c",
+    ),
+    wrong=[
+        _chk_factorized_globally,
+        _chk_factorized_in_chunk,
+        _chk_intra_causal_mask,
+        _chk_no_read_decay,
+        _chk_read_decay_to_end,
+        _chk_keys_not_decayed,
+        _chk_decay_after_add,
+        _chk_gates_not_reset,
+        _chk_final_state_undecayed,
+        _chk_ignores_initial_state,
+        _chk_drops_last_partial,
+    ],
+    difficulty=3,
+    minutes=30,
+    objective="Write the chunked form with gates: decay-masked chunks and a decayed state between "
+    "them.",
+)
+
+EXERCISES.append(EX_04_4)
