@@ -103,14 +103,21 @@ class Block(nn.Module):
 
 
 def make_mixer(mixer, d_model, n_heads, **mixer_kwargs) -> nn.Module:
-    """The sequence mixer of one block: "softmax", "linear" or a callable(d_model, n_heads)."""
+    """The sequence mixer of one block: "softmax", "linear", "delta" or a callable(d, heads).
+
+    "delta" is lesson 09's `DeltaNetAttention` (mixer_kwargs rule="delta", "gated_delta", ...).
+    """
     if mixer == "softmax":
         return SoftmaxAttention(d_model, n_heads, **mixer_kwargs)
     if mixer == "linear":
         return LinearAttention(d_model, n_heads, **mixer_kwargs)
+    if mixer == "delta":
+        from lintutor.delta import DeltaNetAttention
+
+        return DeltaNetAttention(d_model, n_heads, **mixer_kwargs)
     if callable(mixer):
         return mixer(d_model, n_heads, **mixer_kwargs)
-    raise ValueError(f"mixer must be 'softmax', 'linear' or a callable, got {mixer!r}")
+    raise ValueError(f"mixer must be 'softmax', 'linear', 'delta' or a callable, got {mixer!r}")
 
 
 class TinyLM(nn.Module):
