@@ -13,13 +13,15 @@ Kautz & Hatamizadeh, ICLR 2025) multiplies the old state by a gate a_t = exp(g_t
 S_t = a_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T, g (B, H, T) log-gates <= 0 as in
 lesson 04 (one gate per head and token).
 
-Forms, one signature (the gated ones take g after beta):
+Forms, one signature (the gated ones, in `lintutor.delta_gated`, take g after beta):
 - `_recurrent`: the definition, token by token. O(T*D*E) time, O(D*E) memory.
 - `_chunked`:   chunks of C tokens (Yang et al., NeurIPS 2024, "Parallelizing Linear Transformers
                 with the Delta Rule over Sequence Length", sec. 3). The transitions I - beta k k^T
                 do not commute, so lesson 03's masked matmul does not apply; `ut_transform` turns a
                 chunk into one unit lower triangular solve, then matmuls. O(T*C*(C+D+E) + T*D*E).
 - `_step`:      one decode step from a state.
+`inverse_by_powers` is the short way to invert a chunk's I + A that floating point punishes
+(lesson 09 shows it); `DeltaNetAttention` is the mixer built from the forms.
 
 Conventions (fla's `naive_recurrent_gated_delta_rule`, in our layout): q, k (B, H, T, D), v
 (B, H, T, E), beta (B, H, T), state (B, H, D, E). The forms do not normalize k: the mixer does
@@ -40,8 +42,9 @@ from lintutor._validate import check_positive, check_shapes
 from lintutor.gated import segment_sum
 
 
-def _check(q, k, v, beta, g=None, initial_state=None):
-    """Validate the inputs of every form; returns the compute dtype (float32 or float64)."""
+def check_delta_inputs(q, k, v, beta, g=None, initial_state=None):
+    """Check every form's inputs (shapes, float dtypes, one device, g <= 0) by name; returns the
+    compute dtype: float64 if any input is float64, else float32."""
     check_shapes(q=(q, "B H T D"), k=(k, "B H T D"), v=(v, "B H T E"), beta=(beta, "B H T"))
     named = {"q": q, "k": k, "v": v, "beta": beta}
     if g is not None:
@@ -62,43 +65,27 @@ def _check(q, k, v, beta, g=None, initial_state=None):
     return torch.float64 if torch.float64 in {x.dtype for x in named.values()} else torch.float32
 
 
-def _start(q, v, initial_state, dtype):
-    """The state to start from, (B, H, D, E) in the compute dtype: initial_state or zeros."""
+def start_state(q, v, initial_state, dtype):
+    """The state to start from, (B, H, D, E) in `dtype`: initial_state, or zeros when None."""
     B, H, _, D = q.shape
     if initial_state is None:
         return torch.zeros(B, H, D, v.shape[-1], dtype=dtype, device=q.device)
     return initial_state.to(dtype)
 
 
-def _recurrent(q, k, v, beta, g, initial_state, output_final_state, scale):
-    dtype = _check(q, k, v, beta, g, initial_state)
-    S = _start(q, v, initial_state, dtype)  # (B, H, D, E)
+def delta_rule_recurrent(q, k, v, beta, initial_state=None, output_final_state=False, scale=1.0):
+    """The definition: S_t = S_{t-1} + beta_t k_t (v_t - S_{t-1}^T k_t)^T. O(T*D*E) time."""
+    dtype = check_delta_inputs(q, k, v, beta, None, initial_state)
+    S = start_state(q, v, initial_state, dtype)  # (B, H, D, E)
     outs = []
     for t in range(q.shape[2]):
         q_t, k_t, v_t = (x[:, :, t].to(dtype) for x in (q, k, v))  # (B, H, D), (B, H, D), (B, H, E)
         b_t = beta[:, :, t].to(dtype)[..., None, None]  # (B, H, 1, 1)
-        if g is not None:
-            S = torch.exp(g[:, :, t].to(dtype))[..., None, None] * S  # forget first: a_t S
         v_old = torch.einsum("bhd,bhde->bhe", k_t, S)  # (B, H, E): what S returns for k_t
         S = S + b_t * k_t.unsqueeze(-1) * (v_t - v_old).unsqueeze(-2)  # erase, then write
         outs.append(scale * torch.einsum("bhd,bhde->bhe", q_t, S))  # (B, H, E)
-    o = torch.stack(outs, dim=2) if outs else v.new_zeros(v.shape)  # (B, H, T, E)
-    o = o.to(v.dtype)
+    o = (torch.stack(outs, dim=2) if outs else v.new_zeros(v.shape)).to(v.dtype)  # (B, H, T, E)
     return (o, S) if output_final_state else o
-
-
-def delta_rule_recurrent(q, k, v, beta, initial_state=None, output_final_state=False, scale=1.0):
-    """The definition: S_t = S_{t-1} + beta_t k_t (v_t - S_{t-1}^T k_t)^T. O(T*D*E) time."""
-    return _recurrent(q, k, v, beta, None, initial_state, output_final_state, scale)
-
-
-def gated_delta_rule_recurrent(
-    q, k, v, beta, g, initial_state=None, output_final_state=False, scale=1.0
-):
-    """The definition with a gate: S_t = a_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T."""
-    if g is None:
-        raise TypeError("g: the gated forms need log-gates (B, H, T); use delta_rule_* without")
-    return _recurrent(q, k, v, beta, g, initial_state, output_final_state, scale)
 
 
 def ut_transform(k, v, beta, g=None):
@@ -118,60 +105,37 @@ def ut_transform(k, v, beta, g=None):
     if g is not None:
         A = A * torch.exp(segment_sum(g.to(dtype)))  # decay from s to t; exp(-inf) = 0 above
         gamma = torch.exp(torch.cumsum(g.to(dtype), dim=-1))
-    eye = torch.eye(C, dtype=dtype, device=k.device)
     A = A.tril(-1)  # strictly lower: token t is corrected by the tokens before it
+    eye = torch.eye(C, dtype=dtype, device=k.device)
     # T w = beta * gamma * k and T u = beta * v in one solve (no need to form T itself)
     rhs = beta.unsqueeze(-1) * torch.cat([gamma.unsqueeze(-1) * k, v], dim=-1)  # (B, H, C, D+E)
     wu = torch.linalg.solve_triangular(eye + A, rhs, upper=False, unitriangular=True)
     return wu.split([k.shape[-1], v.shape[-1]], dim=-1)  # (B, H, C, D), (B, H, C, E)
 
 
-def _chunked(q, k, v, beta, g, initial_state, output_final_state, scale, chunk_size):
-    dtype = _check(q, k, v, beta, g, initial_state)
+def delta_rule_chunked(
+    q, k, v, beta, initial_state=None, output_final_state=False, scale=1.0, chunk_size=64
+):
+    """Chunks of C tokens through the UT transform; any T. O(T*C*(C+D+E) + T*D*E) time.
+
+    Per chunk: (w, u) from `ut_transform`, new = u - w S (the values the rule writes, given
+    the state S of the earlier chunks), o = q S + tril(q k^T) new, S <- S + k^T new.
+    """
+    dtype = check_delta_inputs(q, k, v, beta, None, initial_state)
     check_positive("chunk_size", chunk_size)
-    S = _start(q, v, initial_state, dtype)  # (B, H, D, E)
+    S = start_state(q, v, initial_state, dtype)  # (B, H, D, E)
     T = q.shape[2]
     outs = []
     for start in range(0, T, chunk_size):
         c = slice(start, min(start + chunk_size, T))
         q_c, k_c, v_c = (x[:, :, c].to(dtype) for x in (q, k, v))  # (B, H, C, D|E)
-        b_c = beta[:, :, c].to(dtype)  # (B, H, C)
-        g_c = None if g is None else g[:, :, c].to(dtype)
-        n = q_c.shape[2]
-        if g_c is None:
-            L = torch.ones(n, n, dtype=dtype, device=q.device).tril()  # (C, C) causal mask
-            gamma, to_end, last = torch.ones_like(b_c), torch.ones_like(b_c), 1.0
-        else:
-            L = torch.exp(segment_sum(g_c))  # (B, H, C, C) decay mask of lesson 04
-            cum = torch.cumsum(g_c, dim=-1)  # (B, H, C)
-            gamma = torch.exp(cum)  # decay from the chunk start to t
-            to_end = torch.exp(cum[..., -1:] - cum)  # decay from t to the chunk end
-            last = torch.exp(cum[..., -1])[..., None, None]  # (B, H, 1, 1)
-        w, u = ut_transform(k_c, v_c, b_c, g_c)  # (B, H, C, D), (B, H, C, E)
+        w, u = ut_transform(k_c, v_c, beta[:, :, c].to(dtype))  # (B, H, C, D), (B, H, C, E)
         new = u - w @ S  # (B, H, C, E): the values the delta rule writes in this chunk
-        scores = (q_c @ k_c.transpose(-1, -2)) * L  # (B, H, C, C), zero above the diagonal
-        o_c = (gamma.unsqueeze(-1) * q_c) @ S + scores @ new  # earlier chunks + this chunk
-        S = last * S + (to_end.unsqueeze(-1) * k_c).transpose(-1, -2) @ new  # (B, H, D, E)
-        outs.append(scale * o_c)
-    o = torch.cat(outs, dim=2) if outs else v.new_zeros(v.shape)  # (B, H, T, E)
-    o = o.to(v.dtype)
+        scores = (q_c @ k_c.transpose(-1, -2)).tril()  # (B, H, C, C), s <= t
+        outs.append(scale * (q_c @ S + scores @ new))  # earlier chunks + this chunk
+        S = S + k_c.transpose(-1, -2) @ new  # (B, H, D, E)
+    o = (torch.cat(outs, dim=2) if outs else v.new_zeros(v.shape)).to(v.dtype)  # (B, H, T, E)
     return (o, S) if output_final_state else o
-
-
-def delta_rule_chunked(
-    q, k, v, beta, initial_state=None, output_final_state=False, scale=1.0, chunk_size=64
-):
-    """Chunks of C tokens through the UT transform; any T. O(T*C*(C+D+E) + T*D*E) time."""
-    return _chunked(q, k, v, beta, None, initial_state, output_final_state, scale, chunk_size)
-
-
-def gated_delta_rule_chunked(
-    q, k, v, beta, g, initial_state=None, output_final_state=False, scale=1.0, chunk_size=64
-):
-    """The gated rule in chunks: decay mask inside a chunk (lesson 04), decayed state across."""
-    if g is None:
-        raise TypeError("g: the gated forms need log-gates (B, H, T); use delta_rule_* without")
-    return _chunked(q, k, v, beta, g, initial_state, output_final_state, scale, chunk_size)
 
 
 def delta_rule_step(q_t, k_t, v_t, beta_t, state, scale=1.0):
@@ -180,19 +144,32 @@ def delta_rule_step(q_t, k_t, v_t, beta_t, state, scale=1.0):
     q_t, k_t (B, H, D), v_t (B, H, E), beta_t (B, H); state (B, H, D, E) or None (zeros).
     """
     check_shapes(q_t=(q_t, "B H D"), k_t=(k_t, "B H D"), v_t=(v_t, "B H E"), beta_t=(beta_t, "B H"))
-    o, S = _recurrent(*(x.unsqueeze(2) for x in (q_t, k_t, v_t, beta_t)), None, state, True, scale)
-    return o[:, :, 0], S
+    dtype = check_delta_inputs(*(x.unsqueeze(2) for x in (q_t, k_t, v_t, beta_t)), None, state)
+    S = start_state(q_t.unsqueeze(2), v_t.unsqueeze(2), state, dtype)  # (B, H, D, E)
+    out_dtype = v_t.dtype
+    q_t, k_t, v_t, b_t = (x.to(dtype) for x in (q_t, k_t, v_t, beta_t))
+    v_old = torch.einsum("bhd,bhde->bhe", k_t, S)  # (B, H, E): what S returns for k_t
+    S = S + b_t[..., None, None] * k_t.unsqueeze(-1) * (v_t - v_old).unsqueeze(-2)
+    o_t = scale * torch.einsum("bhd,bhde->bhe", q_t, S)  # (B, H, E)
+    return o_t.to(out_dtype), S
 
 
-def gated_delta_rule_step(q_t, k_t, v_t, beta_t, g_t, state, scale=1.0):
-    """One gated decode step: (o_t (B, H, E), new state (B, H, D, E)); g_t (B, H) <= 0."""
-    check_shapes(
-        q_t=(q_t, "B H D"), k_t=(k_t, "B H D"), v_t=(v_t, "B H E"), beta_t=(beta_t, "B H"),
-        g_t=(g_t, "B H"),
-    )  # fmt: skip
-    args = (x.unsqueeze(2) for x in (q_t, k_t, v_t, beta_t, g_t))
-    o, S = _recurrent(*args, state, True, scale)
-    return o[:, :, 0], S
+def inverse_by_powers(A):
+    """(I + A)^-1 of a strictly lower triangular (..., C, C) A as (I - A)(I + A^2)(I + A^4)...
+
+    Exact on paper (A^C = 0, so log2(C) factors suffice) and all matmuls, but the powers of A
+    grow like binomial coefficients when the keys are alike, and floating point cancels them to
+    noise. Shown in lesson 09 beside the triangular solve `ut_transform` uses.
+    """
+    C = A.shape[-1]
+    eye = torch.eye(C, dtype=A.dtype, device=A.device)
+    inv, power = eye - A, A @ A  # (I - A), A^2
+    n = 2
+    while n < C:
+        inv = inv @ (eye + power)  # times (I + A^n)
+        power = power @ power
+        n *= 2
+    return inv
 
 
 class DeltaNetAttention(nn.Module):
@@ -258,6 +235,7 @@ class DeltaNetAttention(nn.Module):
         return self.out(o.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
     def _mix(self, q, k, v, beta, g, scale):
+        from lintutor.delta_gated import gated_delta_rule_chunked  # imports this module
         from lintutor.gated import gated_linear_attention_chunked
 
         C = self.chunk_size

@@ -2,6 +2,8 @@
 float64 (outputs, final states, gradients); the update is a gradient step and a contraction; the
 associative-memory measurements behave as the lesson says; inputs are checked."""
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,10 +15,13 @@ from lintutor.delta import (
     delta_rule_chunked,
     delta_rule_recurrent,
     delta_rule_step,
+    inverse_by_powers,
+    ut_transform,
+)
+from lintutor.delta_gated import (
     gated_delta_rule_chunked,
     gated_delta_rule_recurrent,
     gated_delta_rule_step,
-    ut_transform,
 )
 from lintutor.gated import gated_linear_attention_recurrent
 
@@ -216,11 +221,44 @@ def test_ut_transform_is_exact_for_identical_keys_and_beta_near_two():
         torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
 
 
+def test_inverse_by_powers_is_exact_for_random_keys_and_breaks_for_alike_keys_in_fp32():
+    """The product (I - A)(I + A^2)(I + A^4)... equals the solve in float64 for random keys; in
+    float32 it loses everything when the keys are alike (powers of A grow like C(62, 31))."""
+    C = 64
+    k = F.normalize(torch.randn(1, 1, C, 16, generator=torch.Generator().manual_seed(0),
+                                dtype=torch.float64), dim=-1)  # fmt: skip
+    A = (0.5 * k @ k.transpose(-1, -2)).tril(-1)
+    eye = torch.eye(C, dtype=torch.float64)
+    torch.testing.assert_close(inverse_by_powers(A) @ (eye + A), eye.expand(1, 1, C, C))
+    same = torch.ones(C, C, dtype=torch.float64).tril(-1)  # all keys equal, beta = 1
+    exact = torch.linalg.inv(eye + same)
+    err32 = (inverse_by_powers(same.float()).double() - exact).abs().max()
+    solve32 = torch.linalg.solve_triangular(eye.float() + same.float(), eye.float(), upper=False,
+                                            unitriangular=True)  # fmt: skip
+    assert err32 > 1e3 and (solve32.double() - exact).abs().max() < 1e-5
+
+
+def test_forms_share_one_signature_and_the_gated_ones_add_g_after_beta():
+    def params(fn):
+        return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    rec = params(delta_rule_recurrent)
+    assert params(delta_rule_chunked) == rec + [("chunk_size", 64)]
+    g = ("g", inspect.Parameter.empty)
+    assert params(gated_delta_rule_recurrent) == rec[:4] + [g] + rec[4:]
+    assert params(gated_delta_rule_chunked) == rec[:4] + [g] + rec[4:] + [("chunk_size", 64)]
+    step = params(delta_rule_step)
+    assert [n for n, _ in step] == ["q_t", "k_t", "v_t", "beta_t", "state", "scale"]
+    assert params(gated_delta_rule_step) == step[:4] + [("g_t", g[1])] + step[4:]
+
+
 def test_bf16_inputs_run_in_float32_and_return_bf16():
     q, k, v, beta, g, S0 = _inputs(1, 2, 70, 8, 8)
     low = [x.bfloat16() for x in (q, k, v, beta, g)]
     o, S = gated_delta_rule_chunked(*low, S0.float(), True)
     assert o.dtype == torch.bfloat16 and S.dtype == torch.float32
+    o_t, S_t = delta_rule_step(*(x[:, :, 0] for x in low[:4]), S0.float())
+    assert o_t.dtype == torch.bfloat16 and S_t.dtype == torch.float32
     want, want_S = gated_delta_rule_recurrent(*(x.double() for x in low), S0.float().double(), True)
     assert (o.double() - want).norm() / want.norm() < 1e-2  # bf16 output rounding
     assert (S.double() - want_S).norm() / want_S.norm() < 1e-5  # float32 arithmetic

@@ -4,9 +4,10 @@
                                                             the forms of `lintutor.delta`
     delta_rule_step_triton / gated_delta_rule_step_triton   one-token decode
 
-The signatures and defaults are those of `lintutor.delta`'s forms (beta, then g for the gated
-ones; scale=1.0; chunk_size=64, the one size the kernels are written for), and so is the state:
-S (B, H, D, E), here always fp32. The kernel bodies and their drivers are in delta_bodies.py.
+The signatures and defaults are those of the forms in `lintutor.delta` and `lintutor.delta_gated`
+(beta, then g for the gated ones; scale=1.0; chunk_size=64, the one size the kernels are written
+for), and so is the state: S (B, H, D, E), here always fp32. The kernel bodies and their
+drivers are in delta_bodies.py.
 
 Gradients: the forward runs the kernels; the backward recomputes the PyTorch chunked form
 (`lintutor.delta`) under autograd and differentiates it, so training with these launchers is
@@ -18,7 +19,8 @@ from __future__ import annotations
 import torch
 
 from lintutor._validate import check_shapes
-from lintutor.delta import delta_rule_chunked, gated_delta_rule_chunked
+from lintutor.delta import delta_rule_chunked
+from lintutor.delta_gated import gated_delta_rule_chunked
 from lintutor.kernels._common import check_cpu_needs_interpreter, check_kernel_inputs
 from lintutor.kernels.delta_bodies import CHUNK, chunk_forward, decode_step
 

@@ -9,12 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lintutor.delta import (
-    delta_rule_recurrent,
-    delta_rule_step,
-    gated_delta_rule_chunked,
-    gated_delta_rule_recurrent,
-)
+from lintutor.delta import delta_rule_recurrent, delta_rule_step
+from lintutor.delta_gated import gated_delta_rule_chunked, gated_delta_rule_recurrent
 from lintutor.kernels._common import device, next_pow2
 from lintutor.kernels.checked import checked_launch
 from lintutor.kernels.delta import (
