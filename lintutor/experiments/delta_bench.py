@@ -36,10 +36,11 @@ TOKENS, WIDTH = 65536, 2048
 T_LIST = (512, 2048, 8192, 32768, 65536)
 QUICK = ((64, 2048), (128, 32768))  # (D, T)
 TOL = 2e-2
+DEVICE = "cuda"  # where the inputs live (the tests run the same code on the CPU interpreter)
 
 
 def rel_err(a, b) -> float:
-    a, b = a.float(), b.float()
+    a, b = a.detach().float(), b.detach().float()
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
@@ -60,8 +61,8 @@ def inputs(B, T, H, D, seed=0):
     import torch
     import torch.nn.functional as F
 
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    r = lambda *s: torch.randn(*s, device="cuda", generator=g)  # noqa: E731
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, device=DEVICE, generator=g)  # noqa: E731
     q, k, v = r(B, T, H, D), F.normalize(r(B, T, H, D), dim=-1), r(B, T, H, D)
     beta = torch.sigmoid(r(B, T, H))
     log_a = F.logsigmoid(r(B, T, H) + 4)
@@ -100,7 +101,7 @@ def floor_fwd_ms(H, bw) -> float:
     return (4 * TOKENS * WIDTH * 2 + 2 * TOKENS * H * 4) / bw * 1e3
 
 
-def bench_shape(fla, D, T, bw, log=print, config=None) -> dict:
+def bench_shape(fla, D, T, bw, log=print) -> dict:
     import torch
 
     H, B = WIDTH // D, TOKENS // T
@@ -132,13 +133,13 @@ def bench_shape(fla, D, T, bw, log=print, config=None) -> dict:
     return row
 
 
-def small_checks(fla, log=print) -> dict:
+def small_checks(fla, log=print, B=2, T=300, H=4, d_list=(64, 128)) -> dict:
     """Every provider and our gradients against the fp32 reference on a small shape."""
     import torch
 
     out = {}
-    for D in (64, 128):
-        x = inputs(2, 300, 4, D, seed=D)
+    for D in d_list:
+        x = inputs(B, T, H, D, seed=D)
         with torch.no_grad():
             ref = reference(x, D)
             for name, fn in providers(fla, D).items():
@@ -161,7 +162,7 @@ def small_checks(fla, log=print) -> dict:
     return out
 
 
-def bench_decode(fla, bw, log=print, sweep=True) -> dict:
+def bench_decode(fla, bw, log=print, sweep=True, B=64, H=16, D=128) -> dict:
     """One-token decode, B=64, H=16, D=E=128, fp32 state, every provider in a CUDA graph."""
     import torch
 
@@ -169,10 +170,9 @@ def bench_decode(fla, bw, log=print, sweep=True) -> dict:
     from lintutor.kernels.delta import gated_delta_rule_step_triton
     from lintutor.kernels.delta_bodies import decode_step
 
-    B, H, D = 64, 16, 128
     scale = D**-0.5
     q, k, v, beta, log_a = (t[:, 0] for t in inputs(B, 1, H, D, seed=1))  # (B, H, D), (B, H)
-    S = torch.randn(B, H, D, D, device="cuda") * 0.1
+    S = torch.randn(B, H, D, D, device=DEVICE) * 0.1
     out = {"B": B, "H": H, "D": D, "state_bytes_rw": 2 * S.numel() * 4}
     out["floor_ms"] = out["state_bytes_rw"] / bw * 1e3
     ro, rS = gated_delta_rule_step(q.float(), k.float(), v.float(), beta, log_a, S.clone(), scale)
@@ -317,10 +317,13 @@ def figure(result: dict | str | None = None):
 
     result = load(result, default="delta_bench_h200.json")
     rows = result.get("rows", [])
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("D = 64 (H = 32)", "D = 128 (H = 16)"))
+    dims = sorted({r["D"] for r in rows}) or [64, 128]
+    heads = {r["D"]: r["H"] for r in rows}
+    titles = [f"D = {D} (H = {heads.get(D, WIDTH // D)})" for D in dims]
+    fig = make_subplots(rows=1, cols=len(dims), subplot_titles=titles)
     names = {"lintutor": "lintutor", "fla_chunk": "fla chunk_gated_delta_rule",
              "torch_chunked": "PyTorch chunked"}  # fmt: skip
-    for col, D in enumerate((64, 128), start=1):
+    for col, D in enumerate(dims, start=1):
         rs = [r for r in rows if r["D"] == D]
         for key, label in names.items():
             pts = [(r["T"], r[f"{key}_fwd_ms"]) for r in rs if r.get(f"{key}_fwd_ms")]
