@@ -2,7 +2,15 @@
 
 One program per (batch, head), the whole (D, E) state in one tile, fp32, no tuning: short
 enough to read in one screen, and the reference the exercise checker compares against. The fast
-versions are in `linear.py`, `chunked.py` and `decode.py` (launched from `causal.py`).
+versions are in `linear.py`, `chunked.py` and `decode.py` (launched from `causal.py`); the
+puzzles that lead up to these kernels are in `puzzles.py`.
+
+Each kernel is defined inside its launcher, so that the launcher reads as one piece, and passed
+through `reuse`: a kernel defined inside a function is a new object on every call, and Triton
+keeps its compiled kernels per object (one per set of constexpr values), so without `reuse` every
+call would go through Triton's compiler again (at best a hit in its disk cache). Sizes (T, D, E)
+are runtime arguments; only the tile sizes are constexpr, so a GPU compiles each kernel once per
+tile shape.
 
 Each function takes CPU or GPU tensors of any float dtype (the checker passes float64), runs the
 kernel in fp32 where kernels run (GPU, or the interpreter on CPU) and returns q's dtype.
@@ -15,6 +23,19 @@ import triton
 import triton.language as tl
 
 from lintutor.kernels._common import device
+
+_BUILT: dict = {}
+
+
+def reuse(kernel):
+    """The kernel built the first time the same kernel code was seen in this process.
+
+    Keyed by the code object of the kernel's Python function: the same `def` inside a launcher
+    gives the same key on every call; an edited and re-run cell gives a new one.
+    """
+    fn = getattr(kernel, "fn", kernel)
+    key = (fn.__module__, fn.__qualname__, fn.__code__)
+    return _BUILT.setdefault(key, kernel)
 
 
 def linear_attention_simple_triton(q, k, v):
@@ -59,6 +80,7 @@ def linear_attention_simple_triton(q, k, v):
     q32, k32, v32 = (x.to(dev, torch.float32).contiguous() for x in (q, k, v))
     o = torch.empty(B, H, T, E, device=dev, dtype=torch.float32)
     BD, BE = max(16, triton.next_power_of_2(D)), max(16, triton.next_power_of_2(E))
+    kernel = reuse(kernel)  # built once, not on every call
     kernel[(B * H,)](q32, k32, v32, o, T, D, E, BT=16, BD=BD, BE=BE)
     return o.to(q.device, q.dtype)
 
@@ -106,6 +128,7 @@ def causal_linear_attention_simple_triton(q, k, v):
     q32, k32, v32 = (x.to(dev, torch.float32).contiguous() for x in (q, k, v))
     o = torch.empty(B, H, T, E, device=dev, dtype=torch.float32)
     BD, BE = max(16, triton.next_power_of_2(D)), max(16, triton.next_power_of_2(E))
+    kernel = reuse(kernel)  # built once, not on every call
     kernel[(B * H,)](q32, k32, v32, o, T, D, E, C=16, BD=BD, BE=BE)
     return o.to(q.device, q.dtype)
 
@@ -137,5 +160,6 @@ def decode_step_simple_triton(q_t, k_t, v_t, state):
     o = torch.empty(B, H, E, device=dev, dtype=torch.float32)
     s_new = torch.empty_like(s32)
     BD, BE = triton.next_power_of_2(D), triton.next_power_of_2(E)
+    kernel = reuse(kernel)  # built once, not on every call
     kernel[(B * H,)](q32, k32, v32, s32, o, s_new, D, E, BD=BD, BE=BE)
     return o.to(q_t.device, q_t.dtype), s_new.to(state.device, state.dtype)
