@@ -2,6 +2,7 @@
 
     lintutor bench                 (or python -m lintutor.experiments.kernel_bench) full run
     lintutor bench --quick         two sequence lengths, for a smoke test
+    live(out_dir)                  forward + decode at four shapes in about a minute (lesson 08)
     lintutor bench --tune          also sweep the kernels' launch settings (kernel_tune.py)
     lintutor bench --finish JSON   complete a run that stopped early
     lintutor bench --lm / --lm-drift   the LM curves instead (lm_curves.py)
@@ -43,39 +44,51 @@ summarize, table, figure, decode_figure = (
 )  # fmt: skip
 
 
-def bench_shapes(fla, t_list=T_LIST, d_list=(64, 128), log=print, on_row=None) -> list[dict]:
-    """One row per (D, T): every provider's forward and forward+backward time and error."""
+def bench_shapes(fla, t_list=T_LIST, d_list=(64, 128), log=print, on_row=None, fwdbwd=True,
+                 budget_s=None) -> list[dict]:  # fmt: skip
+    """One row per (D, T): every provider's forward and forward+backward time and error.
+
+    fwdbwd=False times forwards only; budget_s: no new shape starts once that many seconds have
+    passed (the shapes left out are listed in the last row's "skipped")."""
+    import time
+
     import torch
 
     providers = forward_providers(fla)
     rows = []
-    for D in d_list:
+    t0 = time.perf_counter()
+    shapes = [(D, T) for D in d_list for T in t_list]
+    for i, (D, T) in enumerate(shapes):
+        if budget_s is not None and time.perf_counter() - t0 > budget_s and rows:
+            rows[-1]["skipped"] = [f"D={d} T={t}" for d, t in shapes[i:]]
+            log(f"time budget of {budget_s:.0f} s spent: skipped {rows[-1]['skipped']}")
+            break
         H = WIDTH // D
-        for T in t_list:
-            B = TOKENS // T
-            row = {"D": D, "H": H, "T": T, "B": B}
-            x = inputs(B, H, T, D, seed=T + D)
-            ref = reference(x)
-            for name, fn in providers.items():
-                try:
-                    if name.startswith("sdpa"):
-                        o = fn(x)
-                        err = rel_err(o[:1, :2, :1024], sdpa_reference(x))
-                    else:
-                        err = rel_err(fn(x), ref)
-                    row[f"{name}_fwd_err"] = err
-                    if not err < FWD_TOL:
-                        row[f"{name}_fwd_ms"] = None
-                        log(f"  {name} D={D} T={T}: rel err {err:.2e} FAILED, not timed")
-                        continue
-                    if name == "torch_chunked" and T > 8192:
-                        row[f"{name}_fwd_ms"] = _gpu.bench(lambda: fn(x), rep=30, warmup=5)  # noqa: B023
-                    else:
-                        row[f"{name}_fwd_ms"] = _gpu.bench(lambda: fn(x))  # noqa: B023
-                except Exception as e:  # a missing backend is recorded, not fatal
+        B = TOKENS // T
+        row = {"D": D, "H": H, "T": T, "B": B}
+        x = inputs(B, H, T, D, seed=T + D)
+        ref = reference(x)
+        for name, fn in providers.items():
+            try:
+                if name.startswith("sdpa"):
+                    o = fn(x)
+                    err = rel_err(o[:1, :2, :1024], sdpa_reference(x))
+                else:
+                    err = rel_err(fn(x), ref)
+                row[f"{name}_fwd_err"] = err
+                if not err < FWD_TOL:
                     row[f"{name}_fwd_ms"] = None
-                    row[f"{name}_fwd_error"] = f"{type(e).__name__}: {str(e)[:200]}"
-            del ref
+                    log(f"  {name} D={D} T={T}: rel err {err:.2e} FAILED, not timed")
+                    continue
+                if name == "torch_chunked" and T > 8192:
+                    row[f"{name}_fwd_ms"] = _gpu.bench(lambda: fn(x), rep=30, warmup=5)  # noqa: B023
+                else:
+                    row[f"{name}_fwd_ms"] = _gpu.bench(lambda: fn(x))  # noqa: B023
+            except Exception as e:  # a missing backend is recorded, not fatal
+                row[f"{name}_fwd_ms"] = None
+                row[f"{name}_fwd_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+        del ref
+        if fwdbwd:
             xg = inputs(B, H, T, D, seed=T + D + 1, grad=True)
             for name in ("lintutor", "fla_chunk", "fla_fused_chunk", "sdpa_flash", "sdpa_cudnn"):
                 if name not in providers or row.get(f"{name}_fwd_ms") is None:
@@ -92,20 +105,17 @@ def bench_shapes(fla, t_list=T_LIST, d_list=(64, 128), log=print, on_row=None) -
                     row[f"{name}_fwdbwd_ms"] = None
                     row[f"{name}_fwdbwd_error"] = f"{type(e).__name__}: {str(e)[:200]}"
             del xg
-            torch.cuda.empty_cache()
-            rows.append(row)
-            log(
-                json.dumps(
-                    {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
-                )
-            )
-            if on_row is not None:
-                on_row(rows)
+        torch.cuda.empty_cache()
+        rows.append(row)
+        log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 
-def bench_decode(fla, log=print) -> dict:
-    """One-token decode, B=64, H=16, D=E=128, fp32 state, every provider in a CUDA graph."""
+def bench_decode(fla, log=print, kv_lengths=(1024, 4096, 16384, 65536)) -> dict:
+    """One-token decode, B=64, H=16, D=E=128, fp32 state, every provider in a CUDA graph; SDPA
+    decodes over KV caches of `kv_lengths` tokens."""
     import torch
     import torch.nn.functional as F
 
@@ -150,7 +160,7 @@ def bench_decode(fla, log=print) -> dict:
             lambda: rec(qf, kf, vf, scale=1.0, initial_state=S0f, output_final_state=True)
         )
     sd = []
-    for L in (1024, 4096, 16384, 65536):
+    for L in kv_lengths:
         try:
             kc = torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16)
             vc = torch.randn_like(kc)
@@ -203,6 +213,44 @@ def run(quick=False, out_dir="assets", do_tune=False, log=print) -> dict:
         json.dump(result, fh, indent=1)
     log(table(result))
     log(f"wrote {path}")
+    return result
+
+
+LIVE_T = (1024, 16384)  # two of the stored run's lengths: many short sequences, few long ones
+
+
+def live(out_dir: str, budget_s: float = 45.0, log=print) -> dict:
+    """The benchmark in about a minute, to plot beside a stored run (lesson 08 on a GPU).
+
+    The same rules as `run` (roofs, correctness before timing, one run on one card), fewer
+    shapes: forwards only at T in LIVE_T for D = 64 and 128 (the last shapes are skipped once
+    budget_s seconds have passed), and decode with KV caches of 1K and 4K tokens. Writes
+    <out_dir>/bench_<card>_live.json and returns the summarized result.
+    """
+    import time
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("the benchmark needs a CUDA GPU; the lesson plots the stored results")
+    t0 = time.perf_counter()
+    fla = fla_ops()
+    if fla is None:
+        log("fla (flash-linear-attention / fla-core) is not installed: timing the other providers")
+    result = {"date": _gpu.now(), "versions": _gpu.versions(), "roofs": _gpu.roofs(),
+              "tokens_per_call": TOKENS, "width_HxD": WIDTH, "dtype": "bfloat16",
+              "mode": "live: forward only, T in " + str(LIVE_T)}  # fmt: skip
+    result["decode"] = bench_decode(fla, log=log, kv_lengths=(1024, 4096))
+    left = max(0.0, budget_s - (time.perf_counter() - t0))
+    result["rows"] = bench_shapes(fla, t_list=LIVE_T, log=log, fwdbwd=False, budget_s=left)
+    summarize(result)
+    result["seconds"] = time.perf_counter() - t0
+    tag = _gpu.device_tag(result["versions"]["gpu"])
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"bench_{tag}_live.json")
+    with open(path, "w") as fh:
+        json.dump(result, fh, indent=1)
+    log(f"live benchmark: {result['seconds']:.0f} s, wrote {path}")
     return result
 
 

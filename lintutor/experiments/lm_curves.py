@@ -94,10 +94,11 @@ def figure(curves: dict | str | None = None, drift: dict | str | None = None):
                         line=dict(dash="solid" if name == "triton" else "dot"))  # fmt: skip
     for col in (1, 2):
         fig.update_xaxes(title_text="training step", row=1, col=col)
-        fig.update_yaxes(title_text="training loss (MQAR, answers only)", row=1, col=col)
+        fig.update_yaxes(title_text="training loss (MQAR, answers only)" if col == 1 else None,
+                         row=1, col=col)  # fmt: skip
     fig.update_layout(
         title=f"TinyLM on {curves['versions']['gpu']}: the same training, several attention forms",
-        height=400, width=1000,
+        height=420, width=900, margin=dict(t=90),
     )  # fmt: skip
     return fig
 

@@ -14,6 +14,7 @@ Memory floors (bytes that must move / measured copy bandwidth):
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from lintutor.experiments.kernel_providers import TOKENS, WIDTH
@@ -176,4 +177,123 @@ def decode_figure(result: dict | str | None = None):
     fig.update_yaxes(type="log", title="ms per decode step (CUDA graph)")
     fig.update_xaxes(title="provider")
     fig.update_layout(title="one-token decode, B = 64, H = 16, D = 128", height=400)
+    return fig
+
+
+def roofline(result: dict | str | None = None, D: int = 64, C: int = 64) -> dict:
+    """The forward's bytes, flops and arithmetic intensity at head dim D (E = D) against the
+    card's own roofs measured in `result`'s run: 65,536 tokens, H = 2048 / D, chunks of C.
+
+    bytes: q, k, v read once and o written once, bf16 (the memory floor). flops of the chunked
+    schedule per token and head: 2 C (D + E) for q k^T and its product with v inside the chunk,
+    4 D E for q S and k^T v. The kernel runs ceil(E / 64) programs per head, each computing q k^T
+    (`kernel_flops`). fla's `chunk_simple_gla` runs two kernels: the first walks the chunks and
+    writes every chunk's starting state (D, E) in the inputs' dtype, the second reads q, k, v and
+    those states and writes o: k and v are read twice and the states written and read once
+    (`fla_chunk_bytes`, a lower bound from that schedule, not a measurement).
+    """
+    result = load(result)
+    E, H = D, WIDTH // D
+    unit = TOKENS * H * D * 2  # one (B, T, H, D) bf16 tensor
+    bw = result["roofs"]["copy_TBps"] * 1e12  # bytes / s
+    peak = result["roofs"]["bf16_mm_TFLOPs"] * 1e12  # flop / s
+    per_token = 2 * C * (D + E) + 4 * D * E
+    n_e = -(-E // 64)
+    flops = TOKENS * H * per_token
+    states = TOKENS // C * H * D * E * 2  # one bf16 state per chunk and head
+    out = {"D": D, "E": E, "H": H, "C": C, "bytes": 4 * unit, "flops": flops,
+           "kernel_flops": TOKENS * H * (per_token + 2 * C * D * (n_e - 1)),
+           "copy_TBps": bw / 1e12, "bf16_mm_TFLOPs": peak / 1e12,
+           "fla_chunk_bytes": 6 * unit + 2 * states}  # fmt: skip
+    out["intensity"] = flops / out["bytes"]  # flop per byte
+    out["ridge"] = peak / bw  # below it a kernel is limited by memory, above by the math
+    out["memory_ms"] = out["bytes"] / bw * 1e3
+    out["compute_ms"] = out["kernel_flops"] / peak * 1e3
+    out["fla_chunk_floor_ms"] = out["fla_chunk_bytes"] / bw * 1e3
+    return out
+
+
+def roofline_figure(result: dict | str | None = None):
+    """The roofline of the stored run's card with the forward kernels on it: TFLOP/s reached
+    (the math's flops over the measured time) against flop per byte moved."""
+    import plotly.graph_objects as go
+
+    result = summarize(load(result))
+    r64 = roofline(result, 64)
+    bw, peak = r64["copy_TBps"], r64["bf16_mm_TFLOPs"]
+    xs = [2.0**i for i in range(0, 12)]
+    fig = go.Figure()
+    fig.add_scatter(x=xs, y=[min(peak, bw * x) for x in xs], mode="lines", name="roofs: copy "
+                    f"{bw:.2f} TB/s x intensity, bf16 matmul {peak:.0f} TFLOP/s",
+                    line=dict(color="#444"))  # fmt: skip
+    for D, symbol in ((64, "circle"), (128, "diamond")):
+        rf = roofline(result, D)
+        rows = [r for r in result["rows"] if r["D"] == D]
+        for key, name, x in (("lintutor_fwd_ms", "lintutor", rf["intensity"]),
+                             ("fla_fused_chunk_fwd_ms", "fla fused_chunk", rf["intensity"]),
+                             ("fla_chunk_fwd_ms", "fla chunk (bytes from its schedule)",
+                              rf["flops"] / rf["fla_chunk_bytes"])):  # fmt: skip
+            pts = [(r["T"], r[key]) for r in rows if r.get(key)]
+            if not pts:
+                continue
+            fig.add_scatter(
+                x=[x] * len(pts), y=[rf["flops"] / (ms * 1e-3) / 1e12 for _, ms in pts],
+                mode="markers", marker=dict(symbol=symbol, size=9), name=f"{name}, D = {D}",
+                text=[f"T = {T}: {ms:.3f} ms" for T, ms in pts],
+                hovertemplate="%{text}<br>%{y:.0f} TFLOP/s<extra></extra>",
+            )  # fmt: skip
+    fig.add_scatter(x=[r64["ridge"]] * 2, y=[bw, peak], mode="lines+text",
+                    text=["", f"ridge {r64['ridge']:.0f} flop/byte"], textposition="top center",
+                    line=dict(dash="dot", color="#888"), showlegend=False)  # fmt: skip
+    fig.update_xaxes(type="log", title="arithmetic intensity (flop per byte moved)")
+    fig.update_yaxes(
+        type="log",
+        title="TFLOP/s (the math's flops / measured time)",
+        range=[0, math.log10(peak * 2)],
+    )
+    fig.update_layout(title=f"Roofline of the forward, {result['versions']['gpu']}, bf16",
+                      height=460, width=900, legend=dict(font=dict(size=11)))  # fmt: skip
+    return fig
+
+
+def compare_figure(live: dict | str | None, stored: dict | str | None = None):
+    """Forward times of a live run (markers) beside a stored run (lines), D = 64 and 128; with
+    live=None the stored run alone."""
+    from plotly.colors import DEFAULT_PLOTLY_COLORS
+    from plotly.subplots import make_subplots
+
+    stored = summarize(load(stored))
+    live = summarize(load(live)) if live is not None else {"rows": []}
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("D = 64", "D = 128"),
+                        horizontal_spacing=0.1)  # fmt: skip
+    for col, D in enumerate((64, 128), start=1):
+        for i, (p, label) in enumerate(PROVIDERS.items()):
+            colour = DEFAULT_PLOTLY_COLORS[i % len(DEFAULT_PLOTLY_COLORS)]
+            for res, mode, dash, who in ((stored, "lines", "dot", "stored"),
+                                         (live, "markers", None, "live")):  # fmt: skip
+                rows = [r for r in res["rows"] if r["D"] == D and r.get(p + "_fwd_ms")]
+                if not rows:
+                    continue
+                fig.add_scatter(
+                    x=[r["T"] for r in rows], y=[r[p + "_fwd_ms"] for r in rows], mode=mode,
+                    name=f"{label} ({who})", legendgroup=f"{p} {who}", showlegend=col == 1,
+                    line=dict(color=colour, dash=dash), marker=dict(color=colour, size=10),
+                    row=1, col=col,
+                )  # fmt: skip
+        for res, dash in ((stored, "dot"), (live, "solid")):
+            rows = [r for r in res["rows"] if r["D"] == D and "floor_fwd_ms" in res]
+            if rows:
+                Ts = [min(r["T"] for r in rows), max(r["T"] for r in rows)]
+                fig.add_scatter(x=Ts, y=[res["floor_fwd_ms"]] * 2, mode="lines",
+                                line=dict(color="black", dash=dash, width=1), showlegend=False,
+                                hoverinfo="skip", row=1, col=col)  # fmt: skip
+        fig.update_xaxes(type="log", title="T (B = 65536 / T)", row=1, col=col)
+        fig.update_yaxes(type="log", title="forward ms" if col == 1 else None, row=1, col=col)
+    title = f"stored: {stored['versions']['gpu']} (lines; black: its memory floor)"
+    if live["rows"]:
+        title = f"live: {live['versions']['gpu']} (markers) beside " + title
+    fig.update_layout(
+        title=title,
+        height=480, width=900, legend=dict(font=dict(size=10)),
+    )  # fmt: skip
     return fig
