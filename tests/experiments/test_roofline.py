@@ -52,3 +52,34 @@ def test_live_benchmark_without_a_gpu_says_so():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
         kernel_bench.live("unused")
+
+
+def test_bench_shapes_times_forwards_only_and_stops_at_its_time_budget(monkeypatch):
+    """The shape loop without a GPU: providers, inputs and the timer replaced by stand-ins."""
+    import time
+
+    import torch
+
+    calls = []
+    monkeypatch.setattr(kernel_bench, "inputs", lambda B, H, T, D, seed=0, grad=False: {"T": T})
+    monkeypatch.setattr(kernel_bench, "reference", lambda x: torch.ones(3))
+    monkeypatch.setattr(kernel_bench, "rel_err", lambda a, b: 1e-3)
+    monkeypatch.setattr(kernel_bench, "forward_providers", lambda fla: {"lintutor": lambda x: 0})
+    monkeypatch.setattr(kernel_bench, "grad_fn", lambda *a: calls.append("grad"))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+
+    def bench(fn, **_):
+        time.sleep(0.2)
+        calls.append("bench")
+        return 1.0
+
+    monkeypatch.setattr(kernel_bench._gpu, "bench", bench)
+    rows = kernel_bench.bench_shapes(None, t_list=(1024, 16384), log=lambda *_: None,
+                                     fwdbwd=False, budget_s=0.1)  # fmt: skip
+    assert [(r["D"], r["T"]) for r in rows] == [(64, 1024)]  # 0.2 s in: over the budget
+    assert rows[-1]["skipped"] == ["D=64 T=16384", "D=128 T=1024", "D=128 T=16384"]
+    assert "grad" not in calls and rows[0]["lintutor_fwd_ms"] == 1.0
+    assert all(r["B"] * r["T"] == TOKENS and r["H"] * r["D"] == WIDTH for r in rows)
+    rows = kernel_bench.bench_shapes(None, t_list=(1024, 16384), log=lambda *_: None,
+                                     fwdbwd=False, budget_s=None)  # fmt: skip
+    assert len(rows) == 4 and "skipped" not in rows[-1]
