@@ -244,8 +244,9 @@ class GatedLinearAttention(nn.Module):
         if gate in ("scalar", "vector"):
             width = n_heads if gate == "scalar" else d_model
             self.gate_proj = nn.Linear(d_model, width)
-            # start with a_t = sigmoid(b)^(1/16) near 1: slow forgetting, as in GLA
-            nn.init.constant_(self.gate_proj.bias, 3.0)
+        # a_t = sigmoid(W x + b + 3)^(1/16) starts near 0.997 (slow forgetting). The 3 is a
+        # constant, not a bias, so a model's weight init (TinyLM zeros every bias) cannot reset it.
+        self.gate_offset = 3.0
 
     def log_gates(self, x: torch.Tensor) -> torch.Tensor:
         """Log-gates for x (B, T, C): (B, H, T) for fixed/scalar, (B, H, T, D) for vector."""
@@ -254,8 +255,8 @@ class GatedLinearAttention(nn.Module):
             return x.new_zeros(B, self.n_heads, T)
         if self.gate == "fixed":
             return fixed_decay_log_gates(self.n_heads, T, B, x.dtype).to(x.device)
-        # GLA's gate: log a = logsigmoid(W x + b) / 16, a in (0, 1), gradients well behaved
-        g = nn.functional.logsigmoid(self.gate_proj(x)) / 16  # (B, T, H or C)
+        # GLA's gate: log a = logsigmoid(W x + b + 3) / 16, a in (0, 1), gradients well behaved
+        g = nn.functional.logsigmoid(self.gate_proj(x) + self.gate_offset) / 16  # (B, T, H|C)
         if self.gate == "scalar":
             return g.transpose(1, 2)  # (B, H, T)
         return g.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)

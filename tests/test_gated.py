@@ -202,3 +202,16 @@ def test_factorized_scores_overflow_past_log_max_over_a_64_token_chunk(dtype):
         g = torch.full((1, 1, C), -mean_abs, dtype=dtype)  # constant gates: sum = -C * mean_abs
         assert torch.isfinite(decay_masked_scores_factorized(q, k, g)).all() == finite, mean_abs
         assert torch.isfinite(decay_masked_scores(q, k, g)).all()  # the segment sum never does
+
+
+@pytest.mark.parametrize("gate", ["scalar", "vector"])
+def test_mixer_starts_with_slow_forgetting_whatever_the_weight_init(gate):
+    from lintutor.models import TinyLM
+
+    torch.manual_seed(0)
+    model = TinyLM(8, d_model=16, n_layers=1, n_heads=2, max_len=8,
+                   mixer=lambda d, h: GatedLinearAttention(d, h, gate=gate))  # fmt: skip
+    mixer = model.blocks[0].mixer  # TinyLM's init zeroed its biases and shrank its weights
+    a = torch.exp(mixer.log_gates(torch.zeros(1, 5, 16)))  # zero input: the starting gate
+    torch.testing.assert_close(a, torch.full_like(a, torch.sigmoid(torch.tensor(3.0)) ** (1 / 16)))
+    assert a.min() > 0.99
