@@ -94,6 +94,9 @@ def test_wrong_implementation_is_rejected(ex, i):
     wrong = ex.wrong[i]
     result = check(ex.id, wrong, show=False)
     assert result.status == "fail", f"{ex.id}: {wrong.__name__} was not rejected"
-    assert result.layer in {"numbers", "structure", "nan", "exception"}
+    # "kernel": the checked launcher caught an out-of-bounds access or an unwritten output
+    assert result.layer in {"numbers", "structure", "nan", "exception", "kernel"}
     # the checker names a known mistake (not always this one: several can agree on a case)
-    assert "known mistake" in result.message or result.layer == "exception", result.message
+    assert "known mistake" in result.message or result.layer in {"exception", "kernel"}, (
+        result.message
+    )
