@@ -7,7 +7,8 @@
 
 One step of gradient descent on ||S^T k_t - v_t||^2 / 2 with learning rate beta_t (the Widrow-Hoff
 rule; Schlag, Irie & Schmidhuber 2021, "Linear Transformers Are Secretly Fast Weight Programmers",
-sec. 4.2): it erases what the memory says about k_t, then writes v_t. With unit keys and beta in
+where the papers write it for a state of shape (E, D)): it erases what the memory says about
+k_t, then writes v_t. With unit keys and beta in
 [0, 2], I - beta k k^T has norm <= 1, so nothing the state holds can grow. Gated DeltaNet (Yang,
 Kautz & Hatamizadeh, ICLR 2025) multiplies the old state by a gate a_t = exp(g_t) first:
 S_t = a_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T, g (B, H, T) log-gates <= 0 as in
@@ -16,7 +17,7 @@ lesson 04 (one gate per head and token).
 Forms, one signature (the gated ones, in `lintutor.delta_gated`, take g after beta):
 - `_recurrent`: the definition, token by token. O(T*D*E) time, O(D*E) memory.
 - `_chunked`:   chunks of C tokens (Yang et al., NeurIPS 2024, "Parallelizing Linear Transformers
-                with the Delta Rule over Sequence Length", sec. 3). The transitions I - beta k k^T
+                with the Delta Rule over Sequence Length"). The transitions I - beta k k^T
                 do not commute, so lesson 03's masked matmul does not apply; `ut_transform` turns a
                 chunk into one unit lower triangular solve, then matmuls. O(T*C*(C+D+E) + T*D*E).
 - `_step`:      one decode step from a state.
@@ -94,8 +95,9 @@ def ut_transform(k, v, beta, g=None):
     k (B, H, C, D), v (B, H, C, E), beta (B, H, C), g (B, H, C) or None. A is strictly lower
     triangular, A[t, s] = beta_t (k_t . k_s) gamma_t / gamma_s (s < t), gamma_t = exp(g_1 + ...
     + g_t) the decay from the chunk start. Then for a state S entering the chunk, the values the
-    delta rule actually writes are u - w S (Yang et al. 2024, sec. 3, the UT transform). One unit
-    lower triangular solve, in float32 at least.
+    delta rule actually writes are u - w S: the WY representation of the chunk's product of
+    transitions, built with one unit lower triangular solve (the "UT transform"), in float32 at
+    least. fla's chunk kernels compute the same (fla/ops/delta_rule/README.md derives it).
     """
     dtype = torch.promote_types(k.dtype, torch.float32)
     k, v, beta = k.to(dtype), v.to(dtype), beta.to(dtype)
