@@ -271,16 +271,21 @@ class GatedLinearAttention(nn.Module):
         return self.out(o.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
 
-def selective_copying_batch(batch, n_tokens=8, T=64, vocab=16, generator=None):
+def selective_copying_batch(batch, n_tokens=8, T=64, vocab=16, generator=None, span=None):
     """Selective copying (Gu & Dao 2023, Mamba, sec. 3.1): remember the n data tokens scattered
     among noise, then write them in order.
 
     Token 0 is noise, 1 the "go" marker, 2 .. vocab-1 data. The sequence is T noise-or-data
     tokens, the marker, then the n data tokens in order; the model predicts the next token and
     the loss counts only the n answers. Returns (inputs, targets, loss_mask), each (B, T + n).
+    span: the data lie among the first `span` of the T positions (default all T); span=n_tokens
+    puts them first, then T - n noise tokens: copying across a gap of at least T - n + 1.
     """
+    span = T if span is None else span
+    if not n_tokens <= span <= T:
+        raise ValueError(f"span must be between n_tokens={n_tokens} and T={T}, got {span}")
     data = torch.randint(2, vocab, (batch, n_tokens), generator=generator)  # (B, n)
-    pos = torch.rand(batch, T, generator=generator).argsort(-1)[:, :n_tokens].sort(-1).values
+    pos = torch.rand(batch, span, generator=generator).argsort(-1)[:, :n_tokens].sort(-1).values
     seq = torch.zeros(batch, T, dtype=torch.long)  # noise everywhere
     seq.scatter_(1, pos, data)
     marker = torch.ones(batch, 1, dtype=torch.long)

@@ -215,3 +215,17 @@ def test_mixer_starts_with_slow_forgetting_whatever_the_weight_init(gate):
     a = torch.exp(mixer.log_gates(torch.zeros(1, 5, 16)))  # zero input: the starting gate
     torch.testing.assert_close(a, torch.full_like(a, torch.sigmoid(torch.tensor(3.0)) ** (1 / 16)))
     assert a.min() > 0.99
+
+
+def test_selective_copying_span_puts_the_data_first_and_keeps_the_default_draws():
+    def draw(**kw):
+        g = torch.Generator().manual_seed(1)
+        return selective_copying_batch(6, n_tokens=3, T=20, vocab=9, generator=g, **kw)
+
+    for a, b in zip(draw(), draw(span=20)):  # span=T is the default, draw for draw
+        assert torch.equal(a, b)
+    inputs, targets, mask = draw(span=3)  # the data first, then 17 noise tokens
+    assert (inputs[:, :3] >= 2).all() and (inputs[:, 3:20] == 0).all()
+    assert torch.equal(targets[mask].view(6, 3), inputs[:, :3])
+    with pytest.raises(ValueError, match="span"):
+        draw(span=2)
