@@ -78,8 +78,14 @@ def first_launch(fn, *args, **kwargs):
     from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
 
+    from lintutor.kernels import checked
+
     captured = {}
     originals = {cls: cls.run for cls in (JITFunction, InterpretedFunction)}
+    # checked_launch may keep the real launch functions of its own (taken before anything could
+    # patch them): those are caught too
+    registry = getattr(checked, "_RUN", None)
+    saved = dict(registry) if isinstance(registry, dict) else None
 
     def capture(self, *a, grid, warmup, **kw):
         if warmup:
@@ -94,6 +100,8 @@ def first_launch(fn, *args, **kwargs):
 
     for cls in originals:
         cls.run = capture
+    if saved is not None:
+        registry.update({cls: capture for cls in saved})
     try:
         fn(*args, **kwargs)
     except _Launched:
@@ -101,6 +109,8 @@ def first_launch(fn, *args, **kwargs):
     finally:
         for cls, run in originals.items():
             cls.run = run
+        if saved is not None:
+            registry.update(saved)
     if "launch" not in captured:
         raise RuntimeError(f"{getattr(fn, '__name__', fn)} launched no Triton kernel")
     return captured["launch"]
@@ -158,11 +168,17 @@ def record(kernel, grid, *args, **kwargs) -> Accesses:
         note(acc.writes, ptrs, mask)
         return store(ptrs, value, mask, *rest, **kw)
 
+    before = {n: builder.__dict__[n] for n in ("create_masked_load", "create_masked_store")
+              if n in builder.__dict__}  # fmt: skip
     builder.create_masked_load, builder.create_masked_store = recording_load, recording_store
     try:
         interpreter.InterpretedFunction(fn)[g](*call, **kwargs)
     finally:
-        del builder.create_masked_load, builder.create_masked_store
+        for n in ("create_masked_load", "create_masked_store"):
+            if n in before:
+                setattr(builder, n, before[n])
+            else:
+                delattr(builder, n)
     return acc
 
 
