@@ -7,8 +7,9 @@
 
 `record` runs the kernel's Python function in Triton's CPU interpreter, on CPU copies of its
 tensors placed inside NaN guard bands (as `checked_launch` does), even on a machine with a GPU:
-a store or load outside a tensor lands in its guard band and is drawn in red instead of
-touching other memory. It wraps the interpreter's masked load and store, which are Triton
+a store or load just outside a tensor lands in its guard band and is drawn in red, and one
+further away is counted (`Accesses.outside`) and not carried out, so no launch touches memory
+that is not its tensors'. It wraps the interpreter's masked load and store, which are Triton
 internals (`triton.runtime.interpreter`); the lesson's test checks them against the installed
 Triton, and `draw` says so instead of failing if a Triton version changes them. Only lanes whose
 mask is true count as accesses, as on a GPU.
@@ -144,29 +145,30 @@ def record(kernel, grid, *args, **kwargs) -> Accesses:
     load, store = builder.create_masked_load, builder.create_masked_store
 
     def note(table, ptrs, mask):
+        """Record the masked-on lanes of one load or store; returns the mask with the lanes that
+        fall outside every buffer turned off, so that such an access never touches memory."""
         addrs = np.asarray(ptrs.data, dtype=np.uint64)
         keep = np.broadcast_to(np.asarray(mask.data, dtype=bool), addrs.shape)
-        addrs = addrs[keep].ravel()
-        if addrs.size == 0:
-            return
-        program = tuple(int(i) for i in builder.grid_idx)
-        found = np.zeros(addrs.shape, dtype=bool)
-        for lo, hi, body, size, name in spans:
-            inside = (addrs >= lo) & (addrs < hi)
-            if inside.any():
-                offs = (addrs[inside].astype(np.int64) - body) // size
-                per = table.setdefault(name, {})
-                per[program] = np.union1d(per.get(program, np.zeros(0, np.int64)), offs)
-                found |= inside
-        acc.outside += int((~found).sum())
+        safe = np.zeros(addrs.shape, dtype=bool)
+        for lo, hi, *_ in spans:
+            safe |= (addrs >= lo) & (addrs < hi)
+        on = addrs[keep]
+        if on.size:
+            program = tuple(int(i) for i in builder.grid_idx)
+            for lo, hi, body, size, name in spans:
+                inside = (on >= lo) & (on < hi)
+                if inside.any():
+                    offs = (on[inside].astype(np.int64) - body) // size
+                    per = table.setdefault(name, {})
+                    per[program] = np.union1d(per.get(program, np.zeros(0, np.int64)), offs)
+            acc.outside += int((~safe[keep]).sum())
+        return type(mask)(keep & safe, mask.dtype)
 
     def recording_load(ptrs, mask, *rest, **kw):
-        note(acc.reads, ptrs, mask)
-        return load(ptrs, mask, *rest, **kw)
+        return load(ptrs, note(acc.reads, ptrs, mask), *rest, **kw)
 
     def recording_store(ptrs, value, mask, *rest, **kw):
-        note(acc.writes, ptrs, mask)
-        return store(ptrs, value, mask, *rest, **kw)
+        return store(ptrs, value, note(acc.writes, ptrs, mask), *rest, **kw)
 
     before = {n: builder.__dict__[n] for n in ("create_masked_load", "create_masked_store")
               if n in builder.__dict__}  # fmt: skip
@@ -316,4 +318,6 @@ def draw(fn, program=None, title=None, **inputs):
     if bad:
         print("accesses outside a tensor (red):",
               "; ".join(f"{n}: offsets {o[0]}..{o[-1]}" for n, o in bad.items()))  # fmt: skip
+    if acc.outside:
+        print(f"{acc.outside} accesses fell further outside every tensor: not drawn, not done")
     return figure(acc, program, title)

@@ -107,6 +107,14 @@ def _add_no_store_mask(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
     tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=mask) + tl.load(y_ptr + offs, mask=mask))
 
 
+@triton.jit
+def _add_far_away(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + offs + 100_000, mask=mask, other=0.0)  # far past the end of x
+    tl.store(out_ptr + offs + 100_000, x, mask=mask)  # far past the end of out
+
+
 def _xyo(n=100):
     g = gen(6)
     return _normal(g, n).float().to(DEV), _normal(g, n).float().to(DEV), torch.zeros(n, device=DEV)
@@ -134,6 +142,13 @@ def test_record_shows_a_store_past_the_end_without_touching_other_memory():
     assert len(fig.frames) == 4 and fig.layout.width <= 900
     heat = fig.data[2].z  # out drawn in rows of 32: the last row is program 3's, red past 100
     assert heat.shape == (4, 32) and (heat[3, 4:] == 5.5).all() and (heat[3, :4] == 3.5).all()
+
+
+def test_record_counts_accesses_far_outside_every_tensor_and_never_makes_them():
+    x, y, out = _xyo()
+    acc = access.record(_add_far_away, (4,), x, y, out, 100, BLOCK=32)
+    assert acc.outside == 200 and acc.out_of_bounds() == {}  # 100 loads + 100 stores, undone
+    assert acc.touched("out_ptr", (0, 0, 0), "write").size == 0
 
 
 def test_first_launch_captures_the_launch_without_running_it():
