@@ -1,13 +1,19 @@
 """`lintutor doctor`: versions, device, whether Triton runs (compiled or interpreted), and what
-works on this machine."""
+works on this machine; `course_map()`, the lessons present, read from their notebooks."""
 
 from __future__ import annotations
 
+import glob
 import importlib
+import json
 import os
 import platform
+import re
 import subprocess
 import sys
+
+# a code cell that imports Triton or the package's kernels makes a lesson a Triton lesson
+_TRITON = re.compile(r"^\s*(import triton|from triton|(from|import) lintutor\.kernels)", re.M)
 
 
 def _version(mod: str) -> str:
@@ -38,7 +44,7 @@ def triton_status(timeout: float = 120.0) -> tuple[str, str]:
     if importlib.util.find_spec("triton") is None:
         return (
             "unavailable",
-            "triton is not installed (it is Linux-only); lessons 00-07 need it not",
+            "triton is not installed (it is Linux-only); only the Triton lessons need it",
         )
     env = dict(os.environ)
     mode = "compiled"
@@ -62,6 +68,77 @@ def triton_status(timeout: float = 120.0) -> tuple[str, str]:
     return "unavailable", f"the canary kernel failed: {err}"
 
 
+def lesson_folder() -> str | None:
+    """The first of `lesson_dirs()` that holds lesson notebooks (NN_name.ipynb), or None."""
+    from lintutor.course.notebook import lesson_dirs
+
+    for d in lesson_dirs():
+        if glob.glob(os.path.join(d, "[0-9][0-9]_*.ipynb")):
+            return d
+    return None
+
+
+def lessons(folder: str | None = None) -> list[dict]:
+    """The lessons present, in order, read from their notebooks: [{"number": "01", "title":
+    "Softmax attention", "path": ..., "triton": False, "exercises": 3, "minutes": 30}, ...].
+
+    title is the notebook's first "# NN · Title" heading; triton is True when a code cell
+    imports triton or lintutor.kernels; exercises and minutes come from the lesson's exercises.
+    """
+    from lintutor.course.exercises import all_exercises
+
+    folder = folder or lesson_folder()
+    if folder is None:
+        return []
+    out = []
+    for path in sorted(glob.glob(os.path.join(folder, "[0-9][0-9]_*.ipynb"))):
+        name = os.path.basename(path)
+        with open(path, encoding="utf-8") as fh:
+            cells = json.load(fh).get("cells", [])
+        sources = ["".join(c.get("source", "")) for c in cells]
+        title = name[3:].removesuffix(".ipynb").replace("_", " ").capitalize()
+        for c, src in zip(cells, sources):
+            if c.get("cell_type") == "markdown" and src.startswith("# "):
+                title = re.sub(r"^\d\d\s*[·:.-]\s*", "", src.splitlines()[0][2:].strip())
+                break
+        code = "\n".join(s for c, s in zip(cells, sources) if c.get("cell_type") == "code")
+        out.append({"number": name[:2], "title": title, "path": path,
+                    "triton": bool(_TRITON.search(code))})  # fmt: skip
+    exercises = list(all_exercises().values())
+    for lesson in out:
+        mine = [ex for ex in exercises if ex.lesson == lesson["number"]]
+        lesson["exercises"] = len(mine)
+        lesson["minutes"] = sum(ex.minutes or 0 for ex in mine)
+    return out
+
+
+def _numbers(nums: list[str]) -> str:
+    """["00", "01", "02", "05"] -> "00-02, 05"."""
+    runs: list[list[str]] = []
+    for n in nums:
+        if runs and int(n) == int(runs[-1][-1]) + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(r[0] if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def course_map(folder: str | None = None) -> str:
+    """A markdown table of the lessons present: number, title, exercises, what it runs on."""
+    rows = ["| # | lesson | exercises | runs on |", "|---|---|---|---|"]
+    for le in lessons(folder):
+        ex = f"{le['exercises']} (about {le['minutes']} min)" if le["exercises"] else "none"
+        runs = (
+            "a GPU with Triton; on a CPU in Triton's interpreter (small shapes)"
+            if le["triton"]
+            else "any CPU (PyTorch only)"
+        )
+        rows.append(f"| {le['number']} | {le['title']} | {ex} | {runs} |")
+    if len(rows) == 2:
+        return "No lesson notebooks found (looked in ./notebooks and next to the package)."
+    return "\n".join(rows)
+
+
 def report() -> str:
     """The doctor's text report."""
     info = device_info()
@@ -80,14 +157,23 @@ def report() -> str:
     lines.append(f"  triton       {mode}: {detail}")
     lines.append("")
     lines.append("What works here:")
-    lines.append("  - lessons 00-07: everything (they need only PyTorch on the CPU)")
-    if mode == "compiled":
-        lines.append("  - lesson 08: kernels compiled for this GPU, benchmarks at full size")
-    elif mode == "interpreter":
-        lines.append(
-            "  - lesson 08: kernels run in Triton's CPU interpreter on small shapes (correct, "
-            "slow); benchmark plots come from the stored GPU results in assets/"
-        )
-    else:
-        lines.append("  - lesson 08: reading only; Triton cannot run here (see above)")
+    present = lessons()
+    plain = [le["number"] for le in present if not le["triton"]]
+    triton = [le["number"] for le in present if le["triton"]]
+    if not present:
+        lines.append("  - no lesson notebooks found (in ./notebooks or next to the package)")
+    if plain:
+        s = "s" if len(plain) > 1 else ""
+        lines.append(f"  - lesson{s} {_numbers(plain)}: everything (PyTorch on the CPU is enough)")
+    if triton:
+        which = f"lesson{'s' if len(triton) > 1 else ''} {_numbers(triton)} (Triton kernels)"
+        if mode == "compiled":
+            lines.append(f"  - {which}: kernels compiled for this GPU, benchmarks at full size")
+        elif mode == "interpreter":
+            lines.append(
+                f"  - {which}: kernels run in Triton's CPU interpreter on small shapes (correct, "
+                "slow); GPU benchmark plots come from results stored in assets/"
+            )
+        else:
+            lines.append(f"  - {which}: reading only; Triton cannot run here (see above)")
     return "\n".join(lines)
