@@ -3,6 +3,10 @@
 `use_renderer()` picks the renderer once: Colab's own on Colab; otherwise the plotly mimetype
 (JupyterLab renders it natively) plus an embedded plotly.js copy, so a notebook exported to HTML
 shows its figures offline too.
+
+Sizes stay within a 900 px wide output cell (JupyterLab's and Colab's are about 960 px);
+`WIDGET_STYLE` keeps ipywidgets' labels whole; `title_above_top_axis` keeps a title clear of an
+x axis drawn at the top (as heatmaps of attention maps have it).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import sys
 import numpy as np
 
 _RENDERER: str | None = None
+
+WIDGET_STYLE = {"description_width": "initial"}  # ipywidgets: never truncate a label
 
 
 def use_renderer() -> str:
@@ -28,6 +34,20 @@ def use_renderer() -> str:
     return _RENDERER
 
 
+def title_above_top_axis(fig, title: str, axis_title: bool = True):
+    """Put `title` above an x axis drawn at the top (ticks and axis title sit where a title
+    would), with a top margin sized for the title's lines; returns fig. Later updates of the
+    text (`fig.layout.title.text = ...`, or a slider step's {"title.text": ...}) keep the place.
+    """
+    lines = 1 + title.count("<br>") if title else 0
+    top = 30 + (45 if axis_title else 25) + 22 * lines
+    fig.update_layout(
+        title=dict(text=title, y=1.0, yref="container", yanchor="top", pad=dict(t=10)),
+        margin=dict(t=top),
+    )
+    return fig
+
+
 def heatmap(
     matrix,
     title="",
@@ -38,7 +58,8 @@ def heatmap(
     zmin=None,
     zmax=None,
 ):
-    """A labelled heatmap of a 2-D tensor/array; numbers on cells when it is small (<= 12x12)."""
+    """A labelled heatmap of a 2-D tensor/array; numbers on cells when it is small (<= 12x12),
+    the x axis on top, the title above it."""
     import plotly.graph_objects as go
 
     m = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=float)
@@ -53,13 +74,14 @@ def heatmap(
             zmax=zmax,
             text=np.round(m, 2) if show_numbers else None,
             texttemplate="%{text}" if show_numbers else None,
+            textfont=dict(size=11 if max(m.shape) <= 8 else 9),
             hovertemplate=f"{y_label}=%{{y}}<br>{x_label}=%{{x}}<br>value=%{{z:.4f}}<extra></extra>",
         )
     )
     fig.update_yaxes(autorange="reversed", title=y_label)
     fig.update_xaxes(title=x_label, side="top")
-    fig.update_layout(title=title, width=460, height=420, margin=dict(l=60, r=20, t=80, b=20))
-    return fig
+    fig.update_layout(width=460, height=440, margin=dict(l=60, r=20, b=20))
+    return title_above_top_axis(fig, title, axis_title=bool(x_label))
 
 
 def cost_plot(
