@@ -252,3 +252,17 @@ def char_batch_fn(data, batch_size, seq_len, seed=0):
 def decode_chars(tokens, vocab=CHAR_VOCAB) -> str:
     """Token indices (any iterable of ints) back to text."""
     return "".join(vocab[int(t)] for t in tokens)
+
+
+def markov2_oracle_loss(inputs, targets, loss_mask, vocab_size=16, p=0.9, table_seed=0) -> float:
+    """The mean loss of the language's own rule on these tokens (nats): the floor measured on
+    this sample. It differs from `markov2_entropy` by the sample's noise, so a model that
+    scores a little below the floor on a finite test set has not necessarily cheated."""
+    import math
+
+    table = markov2_table(vocab_size, table_seed)
+    prev = torch.cat([inputs[:, :1], inputs[:, :-1]], dim=1)  # (B, T): the token before
+    ruled = table[prev, inputs]  # (B, T): the rule's next token after (prev, input)
+    hit, miss = p + (1 - p) / vocab_size, (1 - p) / vocab_size
+    nll = torch.where(targets == ruled, -math.log(hit), -math.log(miss))  # (B, T)
+    return float(nll[loss_mask].mean())

@@ -60,8 +60,8 @@ def attention_verify(layer, x, cache, pos, parents, conv_windows="ancestors"):
     if layer.conv == "leaky":
         raise ValueError("a centred (leaky) conv reads future tokens: it cannot decode")
     B, N, C = x.shape
-    anc, depth, paths = tree_layout(parents)
-    anc = anc.to(x.device)
+    anc, _, paths = tree_layout(parents)
+    anc = anc.to(x.device)  # (N, N): ancestor-or-self
     flat = conv_windows == "flattened"
     xc = x
     if layer.qk_conv:
