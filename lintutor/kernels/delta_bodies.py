@@ -19,8 +19,8 @@ sequential path, where at long T with few heads each program's latency per chunk
 What it costs in memory (bf16, 65,536 tokens x 2048 wide, floor = q, k, v read + o written):
 the scan reads q, k, v, T' and writes o; the UT pass reads k and writes T'. T' is 64 numbers per
 token and head, the size of k at D = 64 and half of it at D = 128: 7 (D = 64) or 6 (D = 128)
-tensor passes where the floor has 4 (fla's chunk_gated_delta_rule writes and reads w, u, the
-per-chunk states h and v_new in its six kernels).
+tensor passes where the floor has 4 (fla's chunk_gated_delta_rule writes and reads the gates'
+cumsum, its inverse, w, u, the per-chunk states h and v_new over five kernels).
 
 Numerics of the solve, all in fp32: the four 16 x 16 diagonal blocks of (I + A) are inverted by
 forward substitution (each row of the inverse from the rows above it), the six blocks below
