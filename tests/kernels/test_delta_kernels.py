@@ -160,6 +160,13 @@ def test_gradients_flow_through_the_kernel_forward():
         assert_close(name, r.grad, x.grad, rel=1e-4)
 
 
+def test_an_empty_sequence_returns_no_outputs_and_the_initial_state():
+    q, k, v, beta, g, S0 = delta_inputs(1, 2, 0, 16, 16, torch.float32)
+    o, S = gated_delta_rule_triton(q, k, v, beta, g, S0, True)
+    assert o.shape == (1, 2, 0, 16)
+    assert_close("S", S0, S)
+
+
 def test_inputs_are_checked_with_names():
     q, k, v, beta, g, S0 = delta_inputs(1, 1, 5, 16, 16, torch.float32)
     with pytest.raises(ValueError, match="chunk_size"):
