@@ -1,7 +1,7 @@
 """Lesson 09's benchmark: the delta-rule kernels against fla's gated delta rule, one GPU, one run.
 
     python -m lintutor.experiments.delta_bench            full run (10 shapes and decode)
-    python -m lintutor.experiments.delta_bench --quick    2 shapes and decode, under 3 minutes
+    python -m lintutor.experiments.delta_bench --quick    2 shapes and decode (no sweep), ~3 min
     python -m lintutor.experiments.delta_bench --tune     sweep the kernels' launch settings
 
 Rules: the card's copy bandwidth and bf16 matmul rate are measured in the same run; every
@@ -133,13 +133,16 @@ def bench_shape(fla, D, T, bw, log=print) -> dict:
     return row
 
 
-def small_checks(fla, log=print, B=2, T=300, H=4, d_list=(64, 128)) -> dict:
-    """Every provider and our gradients against the fp32 reference on a small shape."""
+def small_checks(fla, log=print, B=1, T=300, H=None, d_list=(64, 128)) -> dict:
+    """Every provider and our gradients against the fp32 reference on a small shape.
+
+    H defaults to the benchmark's (2048 / D), so fla autotunes once per D (its key includes H).
+    """
     import torch
 
     out = {}
     for D in d_list:
-        x = inputs(B, T, H, D, seed=D)
+        x = inputs(B, T, H or WIDTH // D, D, seed=D)
         with torch.no_grad():
             ref = reference(x, D)
             for name, fn in providers(fla, D).items():
@@ -273,11 +276,11 @@ def run(quick=False, out_dir="assets", do_tune=False, log=print) -> dict:
         save()
         log(f"wrote {path}")
         return result
-    result["checks"] = small_checks(fla, log)
-    save()
-    result["decode"] = bench_decode(fla, bw, log)
-    save()
     shapes = QUICK if quick else [(D, T) for D in (64, 128) for T in T_LIST]
+    result["checks"] = small_checks(fla, log, d_list=sorted({D for D, _ in shapes}))
+    save()
+    result["decode"] = bench_decode(fla, bw, log, sweep=not quick)
+    save()
     result["rows"] = []
     for D, T in shapes:
         result["rows"].append(bench_shape(fla, D, T, bw, log))
