@@ -245,9 +245,10 @@ def _scan_kernel(
         if UPCAST:
             q, k, Tc = q.to(tl.float32), k.to(tl.float32), Tc.to(tl.float32)
         dt = k.dtype
-        KS = tl.dot(k, S.to(dt), input_precision=PREC)  # (C, BE): what S returns for each k_t
+        S_in = S.to(dt)  # the state rounded once for this chunk's two dots (fp32 stays in S)
+        KS = tl.dot(k, S_in, input_precision=PREC)  # (C, BE): what S returns for each k_t
         scores = tl.dot(q, tl.trans(k), input_precision=PREC)  # (C, C)
-        QS = tl.dot(q, S.to(dt), input_precision=PREC)  # (C, BE)
+        QS = tl.dot(q, S_in, input_precision=PREC)  # (C, BE)
         if USE_G:
             g = tl.load(p_g, mask=mask_t, other=0.0).to(tl.float32)  # (C,)
             G = tl.cumsum(g, 0)  # (C,)
