@@ -5,9 +5,10 @@
 
 Trains `lintutor.vision.TinyViT` once per (row, seed), each row a single change to the plain
 linear-attention baseline (`ABLATION_ROWS`), and records test accuracy with the patches in place
-and shuffled (the permutation test). Writes assets/mlla_ablation.json (CPU only, about 14 min on
-2 cores), which lesson 05 plots with error bars beside the paper's numbers (`table()`,
-`figure()`). Runs are independent, so `--workers` trains several at once, one CPU thread each.
+and shuffled (the permutation test). Writes assets/mlla_ablation.json (CPU only; the file records
+how long the run took and on what), which lesson 05 reads back: `table()`, `changes()` (each row
+as a change from its baseline, toy and paper) and `figure()` (those changes as bars). Runs are
+independent, so `--workers` trains several at once, one CPU thread each.
 """
 
 from __future__ import annotations
@@ -169,27 +170,58 @@ def table(result: dict | str | None = None) -> str:
     return "\n".join(lines)
 
 
+def changes(result: dict | str | None = None) -> list[dict]:
+    """Every row as a change from its own baseline, in points: the toy's and the paper's.
+
+    For the toy, per accuracy ("test_acc", "shuffled_acc"): the change of the mean over seeds,
+    its standard error sqrt(s^2/n + s_base^2/n_base) and Welch's two-sided p (scipy, which
+    scikit-learn installs); "paper": the row's top-1 minus the paper's baseline.
+    """
+    from scipy import stats
+
+    rows = load(result, default="mlla_ablation.json")["rows"]
+    base = next(r for r in rows if r["name"].startswith("baseline"))
+
+    def var(xs):
+        return statistics.variance(xs) if len(xs) > 1 else 0.0
+
+    out = []
+    for r in rows:
+        entry = {"name": r["name"], "paper": r["paper_top1"] - base["paper_top1"]}
+        for key in ("test_acc", "shuffled_acc"):
+            a, b = [x[key] for x in r["runs"]], [x[key] for x in base["runs"]]
+            se = (var(a) / len(a) + var(b) / len(b)) ** 0.5
+            p = 1.0
+            if r is not base and se > 0:
+                p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+            change = statistics.fmean(a) - statistics.fmean(b)
+            entry[key] = {"change": change, "se": se, "p": p}
+        out.append(entry)
+    return out
+
+
 def figure(result: dict | str | None = None):
-    """Bars with error bars for each row (in place, shuffled) beside the paper's top-1."""
+    """Each row as a change from its own baseline, one panel each: the toy with the patches in
+    place and shuffled (mean over seeds, error bars one standard error), and the paper."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    rows = load(result, default="mlla_ablation.json")["rows"]
+    rows = changes(result)
     names = [r["name"] for r in rows]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4],
-                        subplot_titles=("toy: test accuracy (mean ± std over seeds)",
-                                        "paper: ImageNet-1K top-1"))  # fmt: skip
-    for key, label in (("test_acc", "patches in place"), ("shuffled_acc", "patches shuffled")):
-        fig.add_trace(go.Bar(x=names, y=[r[key]["mean"] for r in rows], name=label,
-                             error_y=dict(type="data", array=[r[key]["std"] for r in rows])),
-                      row=1, col=1)  # fmt: skip
-    fig.add_trace(go.Bar(x=names, y=[r["paper_top1"] for r in rows], name="paper (Tables 1-2)",
-                         marker_color="gray"), row=1, col=2)  # fmt: skip
-    fig.update_yaxes(title_text="accuracy (%)", row=1, col=1)
-    fig.update_yaxes(title_text="top-1 (%)", range=[70, 83], row=1, col=2)
-    fig.update_xaxes(title_text="ablation row", tickangle=45, row=1, col=1)
-    fig.update_xaxes(title_text="ablation row", tickangle=45, row=1, col=2)
-    fig.update_layout(barmode="group", width=1000, height=480)
+    fig = make_subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=("toy, patches in place", "toy, patches shuffled",
+                                        "paper (ImageNet-1K top-1)"))  # fmt: skip
+    for col, key in ((1, "test_acc"), (2, "shuffled_acc")):
+        fig.add_trace(go.Bar(y=names, x=[r[key]["change"] for r in rows], orientation="h",
+                             error_x=dict(type="data", array=[r[key]["se"] for r in rows]),
+                             showlegend=False), row=1, col=col)  # fmt: skip
+    fig.add_trace(go.Bar(y=names, x=[r["paper"] for r in rows], orientation="h",
+                         marker_color="gray", showlegend=False), row=1, col=3)  # fmt: skip
+    for col in (1, 2, 3):
+        fig.update_xaxes(title_text="change (points)", zeroline=True, row=1, col=col)
+    fig.update_yaxes(autorange="reversed")  # the baseline on top, rows in table order
+    fig.update_layout(title="each row minus its own baseline (toy: ± 1 standard error over seeds)",
+                      width=900, height=440, margin=dict(l=190, t=90))  # fmt: skip
     return fig
 
 

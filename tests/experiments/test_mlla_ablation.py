@@ -48,3 +48,27 @@ def test_stored_ablation_reads_back_with_every_row():
     assert len(lines) == 2 + len(ABLATION_ROWS)
     assert [line[:30].strip() for line in lines[2:]] == list(ABLATION_ROWS)
     assert len(figure().data) == 3
+
+
+def _fake(rows):
+    """A stored-run dict with the given {name: (paper top-1, [test accuracy per seed])}."""
+    return {"rows": [{"name": name, "paper_top1": paper,
+                      "runs": [{"test_acc": a, "shuffled_acc": a} for a in accs]}
+                     for name, (paper, accs) in rows.items()]}  # fmt: skip
+
+
+def test_changes_are_each_row_minus_its_own_baseline():
+    from lintutor.experiments.mlla_ablation import changes
+
+    rows = changes(_fake({"baseline (linear attention)": (77.6, [70.0, 71.0, 72.0]),
+                          "clear": (80.0, [90.0, 91.0, 92.5]),
+                          "noise": (77.8, [69.0, 73.0, 71.5])}))  # fmt: skip
+    base, clear, noise = rows
+    assert base["test_acc"]["change"] == 0 and base["paper"] == 0 and base["test_acc"]["p"] == 1
+    assert clear["test_acc"]["change"] == pytest.approx(91.1666667 - 71.0)
+    assert clear["paper"] == pytest.approx(2.4) and noise["paper"] == pytest.approx(0.2)
+    assert clear["test_acc"]["p"] < 0.001 < 0.5 < noise["test_acc"]["p"]
+    want_se = ((1.0 + 19 / 12) / 3) ** 0.5  # sample variances: baseline 1, row 19/12
+    assert clear["test_acc"]["se"] == pytest.approx(want_se)
+    stored = changes()  # the committed run reads back with every row
+    assert [r["name"] for r in stored] == list(ABLATION_ROWS)
