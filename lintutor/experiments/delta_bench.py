@@ -247,6 +247,20 @@ def tune(d_list=(64, 128), t_list=(512, 32768), log=print) -> list[dict]:
     return rows
 
 
+def live(D=128, T=8192, log=print) -> dict:
+    """A short run for a notebook on a GPU: one shape and decode, lintutor and PyTorch only
+    (fla's autotuning alone can take minutes); not saved. Returns a result `table` reads."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("the live benchmark needs a CUDA GPU")
+    result = {"versions": _gpu.versions(), "roofs": _gpu.roofs()}
+    bw = result["roofs"]["copy_TBps"] * 1e12
+    result["rows"] = [bench_shape(None, D, T, bw, log)]
+    result["decode"] = bench_decode(None, bw, log, sweep=False)
+    return result
+
+
 def run(quick=False, out_dir="assets", do_tune=False, log=print) -> dict:
     """Run the benchmark and write assets/delta_bench_<card>[_quick].json; returns the result."""
     import torch
