@@ -31,7 +31,15 @@ MECHANISMS = {
     ),
     "gated linear attention": (
         gated.gated_linear_attention_recurrent,
-        [gated.gated_linear_attention_parallel, gated.gated_linear_attention_chunked],
+        [
+            gated.gated_linear_attention_parallel,
+            gated.gated_linear_attention_chunked,
+            K.gated_linear_attention_triton,
+        ],
+    ),
+    "gated decode step": (
+        gated.gated_linear_attention_step,
+        [K.gated_linear_attention_step_triton],
     ),
     "selective scan": (mamba.selective_scan_recurrent, [mamba.selective_scan_as_linear_attention]),
     "MLLA attention": (mlla.mlla_attention, [mlla.mlla_attention_quadratic]),
@@ -52,6 +60,12 @@ ALLOWED = {
     ("causal_linear_attention_step_triton", "out_state"): "in-place state update for serving "
     "loops and CUDA graphs; no effect on the numbers",
     ("gated_linear_attention_chunked", "chunk_size"): "the chunked form's own schedule knob",
+    ("gated_linear_attention_triton", "chunk_size"): "as causal_linear_attention_triton's: None "
+    "picks the kernel's tuned chunk; only 16, 32, 64 and 128 fit its tiles",
+    ("gated_linear_attention_triton", "backward"): "which backward kernel runs, as in "
+    "causal_linear_attention_triton; every version gives the same gradients",
+    ("gated_linear_attention_step_triton", "out_state"): "in-place state update, as in "
+    "causal_linear_attention_step_triton; no effect on the numbers",
     ("selective_scan_as_linear_attention", "chunk_size"): "None: the masked form; an int: the "
     "chunked form of the same computation",
 }

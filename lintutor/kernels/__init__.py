@@ -2,6 +2,8 @@
 
     causal_linear_attention_triton        chunked causal forward + backward (autograd), any T
     causal_linear_attention_step_triton   one-token decode for a batch of sequences
+    gated_linear_attention_triton         the same kernels with lesson 04's scalar gate
+    gated_linear_attention_step_triton    gated one-token decode
     linear_attention_triton               non-causal linear attention
     checked_launch                        run a learner's kernel on guard-padded buffers
 
@@ -26,6 +28,8 @@ use_interpreter_if_no_gpu()
 from lintutor.kernels.causal import (  # noqa: E402
     causal_linear_attention_step_triton,
     causal_linear_attention_triton,
+    gated_linear_attention_step_triton,
+    gated_linear_attention_triton,
 )
 from lintutor.kernels.checked import checked_launch, explain_error  # noqa: E402
 from lintutor.kernels.linear import linear_attention_triton  # noqa: E402
@@ -33,6 +37,8 @@ from lintutor.kernels.linear import linear_attention_triton  # noqa: E402
 __all__ = [
     "causal_linear_attention_triton",
     "causal_linear_attention_step_triton",
+    "gated_linear_attention_triton",
+    "gated_linear_attention_step_triton",
     "linear_attention_triton",
     "checked_launch",
     "explain_error",
