@@ -194,7 +194,7 @@ def train(model, batch_fn, steps, lr=3e-3, device="cpu", progress=True, eval_fn=
     """
     import time
 
-    from tqdm.auto import tqdm
+    from lintutor.progress import bar as progress_bar
 
     torch.manual_seed(seed)
     model.to(device).train()
@@ -212,7 +212,7 @@ def train(model, batch_fn, steps, lr=3e-3, device="cpu", progress=True, eval_fn=
     sum_loss = sum_acc = 0.0
     count = 0
     t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=True)
+    bar = progress_bar(range(steps), desc=desc, disable=not progress)
     for step in bar:
         inputs, targets, mask = (t.to(device) for t in batch_fn(step))
         loss, acc = masked_loss_and_accuracy(model(inputs), targets, mask)

@@ -1,8 +1,10 @@
 """Plotly figures that render in JupyterLab, Colab and exported HTML alike.
 
-`use_renderer()` picks the renderer once: Colab's own on Colab; otherwise the plotly mimetype
-(JupyterLab renders it natively) plus an embedded plotly.js copy, so a notebook exported to HTML
-shows its figures offline too.
+`use_renderer()` picks the renderer once: Colab's own on Colab (a small HTML output that loads
+plotly.js in the browser); elsewhere the plotly mimetype alone, which JupyterLab, Notebook 7 and
+VS Code draw with their own plotly.js, so a saved lesson holds each figure's data and not a 4 MB
+copy of plotly.js. `lintutor build` turns those outputs into HTML for the static site, with one
+shared offline copy of plotly.js.
 
 Sizes stay within a 900 px wide output cell (JupyterLab's and Colab's are about 960 px);
 `WIDGET_STYLE` keeps ipywidgets' labels whole; `title_above_top_axis` keeps a title clear of an
@@ -21,15 +23,20 @@ WIDGET_STYLE = {"description_width": "initial"}  # ipywidgets: never truncate a 
 
 
 def use_renderer() -> str:
-    """Choose the plotly renderer for this front end (idempotent) and return its name."""
+    """Choose the plotly renderer for this front end (idempotent) and return its name:
+    $LINTUTOR_PLOTLY_RENDERER if set, "colab" on Colab, else "plotly_mimetype"."""
     global _RENDERER
     if _RENDERER is None:
+        import os
+
         import plotly.io as pio
 
-        if "google.colab" in sys.modules:
+        if os.environ.get("LINTUTOR_PLOTLY_RENDERER"):
+            _RENDERER = os.environ["LINTUTOR_PLOTLY_RENDERER"]
+        elif "google.colab" in sys.modules:
             _RENDERER = "colab"
         else:
-            _RENDERER = "plotly_mimetype+notebook"
+            _RENDERER = "plotly_mimetype"
         pio.renderers.default = _RENDERER
     return _RENDERER
 

@@ -8,7 +8,29 @@
     cli.py        the `lintutor` command;  doctor.py: `lintutor doctor`
 """
 
-from lintutor.course.exercises import all_exercises, check, get, hint, solution
-from lintutor.course.notebook import setup_notebook
+# Imported on first use (PEP 562), so that `lintutor --help` (lintutor.course.cli) and the
+# workspace commands do not import torch.
+_LAZY = {
+    "all_exercises": "lintutor.course.exercises",
+    "check": "lintutor.course.exercises",
+    "get": "lintutor.course.exercises",
+    "hint": "lintutor.course.exercises",
+    "solution": "lintutor.course.exercises",
+    "setup_notebook": "lintutor.course.notebook",
+}
 
 __all__ = ["all_exercises", "check", "get", "hint", "setup_notebook", "solution"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lintutor.course' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -10,25 +10,79 @@ defines one function and raises NotImplementedError, followed by a cell that cal
 from __future__ import annotations
 
 import copy
-import glob
 import os
 
-REPO_URL = "https://github.com/lintutor/lintutor"
+# The course's address is set once, in pyproject.toml ([project.urls] Repository); this is the
+# same address for a copy of the package whose metadata cannot be read (tests/course/test_setup.py
+# keeps the two equal).
+_REPOSITORY = "https://github.com/lintutor/lintutor"
 
-COLAB_SETUP = f"""# Set-up. Locally this does nothing. On Colab it installs lintutor without its
-# dependencies, so Colab's own torch, numpy and widgets stay as they are (einops is added if
-# missing).
+
+def _repository_url() -> str:
+    from importlib import metadata
+
+    try:
+        for entry in metadata.metadata("lintutor").get_all("Project-URL") or []:
+            label, _, url = entry.partition(",")
+            if label.strip().lower() == "repository" and url.strip():
+                return url.strip()
+    except metadata.PackageNotFoundError:
+        pass
+    return _REPOSITORY
+
+
+def _version() -> str:
+    from lintutor import __version__
+
+    return __version__
+
+
+REPO_URL = _repository_url()
+
+# Cell 0 of every lesson (`python -m lintutor.course.notebook --sync-setup-cells` writes it into
+# each notebook). On Colab it installs the course at the version of the notebook that was opened
+# (the tag v<version>), or whatever $LINTUTOR_SOURCE names (a wheel, a URL: the tests install
+# a wheel they built); it never replaces Colab's torch, numpy or widgets.
+_COLAB_TEMPLATE = r"""
+# Set-up. Locally this does nothing. On Colab it installs lintutor @VERSION@, the version of
+# this notebook, without its dependencies (Colab's own torch, numpy and widgets stay as they
+# are), then only what Colab lacks (triton, on a CPU runtime).
+import importlib.metadata
 import importlib.util
+import os
+import re
 import subprocess
 import sys
 
 if importlib.util.find_spec("lintutor") is None:
     if "google.colab" not in sys.modules:
-        raise ModuleNotFoundError("lintutor is not installed: see README.md (pip install -e .)")
-    pip = [sys.executable, "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, "--no-deps", "git+{REPO_URL}"], check=True)
-    if importlib.util.find_spec("einops") is None:
-        subprocess.run([*pip, "einops"], check=True)"""
+        raise ModuleNotFoundError("lintutor is not installed: see the README's quick start")
+
+    def pip_install(*args):
+        run = subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(
+                f"Could not install {args[-1]}: pip says\n{run.stderr.strip()[-1500:]}\n"
+                "Is this runtime online, and does the course have the release v@VERSION@? "
+                "To install another version, set os.environ['LINTUTOR_SOURCE'] (for example "
+                "to 'git+@REPO@@main') and run this cell again."
+            ) from None
+
+    source = os.environ.get("LINTUTOR_SOURCE", "git+@REPO@@v@VERSION@")
+    pip_install("--no-deps", source)
+    importlib.invalidate_caches()
+    for req in importlib.metadata.requires("lintutor") or []:
+        name = re.match(r"[A-Za-z0-9._-]+", req).group()
+        if "extra ==" in req or name == "torch":
+            continue
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pip_install(req.split(";")[0])
+    importlib.invalidate_caches()"""
+
+COLAB_SETUP = _COLAB_TEMPLATE.strip().replace("@VERSION@", _version()).replace("@REPO@", REPO_URL)
 
 EXERCISE_TAG = "exercise:"
 
@@ -87,24 +141,56 @@ def solved(nb):
 
 
 def lesson_dirs() -> list[str]:
-    """Where lessons may be: ./notebooks, the repository next to the package, the installed copy."""
+    """Where the course's own lessons are: the checkout's notebooks/ beside the package (an
+    editable install), then the copy inside an installed package. Learners work on copies in
+    their workspace (`lintutor.course.workspace`), never here."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # lintutor/
     return [
-        os.path.join(os.getcwd(), "notebooks"),
         os.path.join(os.path.dirname(package), "notebooks"),
         os.path.join(package, "_notebooks"),
     ]
 
 
-def find_lesson(name: str) -> str:
-    """A notebook path from a path, a lesson number ("01") or a name ("01_softmax_attention")."""
+def find_lesson(name: str, workspace: str | None = None) -> str:
+    """The notebook to grade: a path as given, or for a lesson number ("01") or name
+    ("01_softmax_attention") the learner's copy in the workspace (`workspace`, default
+    $LINTUTOR_HOME or ~/lintutor-lessons), exactly the course's file name (never a JupyterLab
+    "-Copy1" duplicate, never the course's untouched original). FileNotFoundError says why."""
     if os.path.isfile(name):
-        return name
-    key = name.removesuffix(".ipynb")
-    for d in lesson_dirs():
-        hits = sorted(glob.glob(os.path.join(d, f"{key}*.ipynb")))
-        if key.isdigit():
-            hits = sorted(glob.glob(os.path.join(d, f"{int(key):02d}_*.ipynb")))
-        if hits:
-            return hits[0]
-    raise FileNotFoundError(f"no lesson notebook matches {name!r} (looked in {lesson_dirs()})")
+        return os.path.abspath(name)
+    from lintutor.course.workspace import Workspace
+
+    return Workspace(workspace).lesson(name)
+
+
+def sync_setup_cells(paths=None) -> list[str]:
+    """Make cell 0 of each lesson (default: the course's notebooks) exactly COLAB_SETUP, keeping
+    the cell's id and metadata; returns the paths it changed."""
+    import nbformat
+
+    from lintutor.course.workspace import course_lessons
+
+    changed = []
+    for path in paths or course_lessons():
+        nb = nbformat.read(path, as_version=4)
+        if nb.cells and nb.cells[0].cell_type == "code" and nb.cells[0].source != COLAB_SETUP:
+            nb.cells[0].source = COLAB_SETUP
+            nbformat.write(nb, path)
+            changed.append(path)
+    return changed
+
+
+if __name__ == "__main__":
+    import argparse
+
+    _p = argparse.ArgumentParser(prog="python -m lintutor.course.notebook")
+    _p.add_argument(
+        "--sync-setup-cells",
+        action="store_true",
+        help="write COLAB_SETUP into cell 0 of every lesson (or of the given paths)",
+    )
+    _p.add_argument("paths", nargs="*")  # fmt: skip
+    _args = _p.parse_args()
+    if _args.sync_setup_cells:
+        for _path in sync_setup_cells(_args.paths or None):
+            print(f"cell 0 updated: {_path}")

@@ -6,7 +6,7 @@ import sys
 
 import nbformat
 
-from lintutor.course.cli import _copy_lessons, main
+from lintutor.course.cli import main
 from lintutor.course.notebook import exercise_cells, solved
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -22,8 +22,9 @@ def _lintutor(*args):
     )
 
 
-def test_check_unsolved_lesson_reports_not_attempted_and_fails():
-    proc = _lintutor("check", "01")
+def test_check_unsolved_lesson_reports_not_attempted_and_fails(tmp_path):
+    assert main(["update", "--dir", str(tmp_path)]) == 0  # a workspace with the lessons
+    proc = _lintutor("check", "01", "--dir", str(tmp_path))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stdout.count("not attempted") >= 3
     assert "0 of 3 exercises pass" in proc.stdout
@@ -77,20 +78,7 @@ def test_doctor_reports_device_and_triton():
     assert "triton" in proc.stdout and "What works here" in proc.stdout
 
 
-def test_lab_dry_run_opens_the_lessons(capsys):
-    assert main(["lab", "--dry-run"]) == 0
+def test_lab_dry_run_opens_the_lessons(capsys, tmp_path):
+    assert main(["lab", "--dry-run", "--dir", str(tmp_path / "ws")]) == 0
     assert "jupyter lab" in capsys.readouterr().out
-
-
-def test_copying_lessons_never_overwrites_learner_work_without_backup(tmp_path):
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    src.mkdir()
-    (src / "01_x.ipynb").write_text("course v2")
-    dst.mkdir()
-    (dst / "01_x.ipynb").write_text("my answers")
-    _copy_lessons(str(src), str(dst), update=False)
-    assert (dst / "01_x.ipynb").read_text() == "my answers"
-    _copy_lessons(str(src), str(dst), update=True)
-    assert (dst / "01_x.ipynb").read_text() == "course v2"
-    backups = list(dst.glob("01_x.ipynb.*.bak"))
-    assert len(backups) == 1 and backups[0].read_text() == "my answers"
+    assert not (tmp_path / "ws").exists()

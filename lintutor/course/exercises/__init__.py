@@ -27,6 +27,7 @@ from lintutor.course.checker import (
     run_check,
     solution_source,
 )
+from lintutor.course.workspace import record_check
 
 _LESSON_MODULE = re.compile(r"lesson(\d\d)")
 
@@ -74,6 +75,7 @@ def check(exercise_id: str, fn, *, show: bool = True) -> CheckResult:
         except Exception as err:  # a checker bug must not kill the learner's kernel
             result = CheckResult(ex.id, FAIL, "internal", f"the checker itself failed: {err!r}")
     log_result(result)
+    record_check(result)  # the workspace's progress file, when the lesson runs in one
     if show:
         _show(result)
     return result
