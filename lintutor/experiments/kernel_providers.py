@@ -10,6 +10,7 @@ within 3e-2, or it is recorded and not timed.
 from __future__ import annotations
 
 TOKENS, WIDTH = 65536, 2048
+DEVICE = "cuda"  # where `inputs` puts the benchmark's tensors (the tests use the interpreter's)
 T_LIST = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 FWD_TOL, GRAD_TOL = 2e-2, 3e-2
 
@@ -72,9 +73,9 @@ def inputs(B, H, T, D, seed=0, grad=False):
     fla's (B, T, H, D) layout."""
     import torch
 
-    g = torch.Generator(device="cuda").manual_seed(seed)
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
     q, k, v = (
-        torch.randn(B, H, T, D, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(3)
+        torch.randn(B, H, T, D, device=DEVICE, generator=g, dtype=torch.bfloat16) for _ in range(3)
     )
     q = q * D**-0.5
     x = {"q": q, "k": k, "v": v}
@@ -139,3 +140,89 @@ def grad_check(x, name, do, fn) -> float:
         g = g.transpose(1, 2) if name.startswith("fla") else g
         errs.append(rel_err(g[:nb], r))
     return max(errs)
+
+
+# The gated benchmark (`lintutor bench --gated`): the same shapes, scalar log-gates g <= 0 per
+# head and token as lesson 04's GatedLinearAttention draws them at initialization,
+# g = logsigmoid(x + 3) / 16 with x ~ N(0, 1) (a ~ 0.997: a long memory, so the state matters in
+# the check). fla takes g in its (B, T, H) layout; ours reads the same tensor as a (B, H, T) view.
+GATED_FWD = ("lintutor_gated", "fla_chunk_gated", "fla_fused_chunk_gated")
+
+
+def gate_inputs(x, seed=0, grad=False):
+    """Add "gf" (B, T, H) fp32 log-gates (fla's layout) and "g", its (B, H, T) view, to x."""
+    import torch
+    import torch.nn.functional as F
+
+    B, H, T, _ = x["q"].shape
+    dev = x["q"].device
+    gen = torch.Generator(device=dev).manual_seed(seed + 7)
+    gf = F.logsigmoid(torch.randn(B, T, H, device=dev, generator=gen) + 3) / 16
+    if grad:
+        gf.requires_grad_(True)
+    x["gf"], x["g"] = gf, gf.transpose(1, 2)  # (B, T, H) and its (B, H, T) view, no copy
+    return x
+
+
+def gated_forward_providers(fla):
+    """{name: fn(x) -> o (B, H, T, E)} with the gate; x from `inputs` + `gate_inputs`."""
+    from lintutor.kernels import gated_linear_attention_triton
+
+    p = {"lintutor_gated": lambda x: gated_linear_attention_triton(x["q"], x["k"], x["v"], x["g"])}
+    if fla is not None:
+        chunk, fused_chunk, _ = fla
+
+        def with_gate(op):
+            return lambda x: op(x["qf"], x["kf"], x["vf"], g=x["gf"], scale=1.0)[0].transpose(1, 2)
+
+        p["fla_chunk_gated"] = with_gate(chunk)
+        p["fla_fused_chunk_gated"] = with_gate(fused_chunk)
+    return p
+
+
+def gated_slice(x, T):
+    """How many sequences the fp32 references use: 8,192 tokens' worth (at least one)."""
+    return max(1, min(x["q"].shape[0], 8192 // T))
+
+
+def gated_reference(x, nb):
+    """fp32 lesson-04 chunked form on the first nb sequences of the bf16 inputs (B = nb)."""
+    from lintutor.gated import gated_linear_attention_chunked
+
+    q, k, v = (x[n][:nb].detach().float() for n in "qkv")
+    return gated_linear_attention_chunked(q, k, v, x["g"][:nb].detach().float())
+
+
+def gated_grad_fn(name, fwd, x):
+    """(fn, do): fn() computes o and the gradients of q, k, v and g for the gated provider."""
+    import torch
+
+    layout = "f" if name.startswith("fla") else ""
+    ins = [x["q" + layout], x["k" + layout], x["v" + layout], x["gf"]]
+    do = torch.randn_like(fwd(x))
+
+    def fn():
+        return torch.autograd.grad(fwd(x), ins, do)
+
+    return fn, do
+
+
+def gated_grad_check(x, name, do, fn) -> dict:
+    """Relative errors of dq, dk, dv and dg against fp32 autograd of lesson 04's chunked form,
+    on a slice of the batch (`gated_slice`)."""
+    import torch
+
+    from lintutor.gated import gated_linear_attention_chunked
+
+    grads = fn()
+    nb = gated_slice(x, x["q"].shape[2])
+    leaves = [x[n][:nb].detach().float().requires_grad_() for n in "qkv"]
+    gf = x["gf"][:nb].detach().float().requires_grad_()
+    o = gated_linear_attention_chunked(*leaves, gf.transpose(1, 2))
+    ref = torch.autograd.grad(o, leaves + [gf], do[:nb].float())
+    errs = {}
+    for n, got, r in zip(("dq", "dk", "dv", "dg"), grads, ref):
+        if name.startswith("fla") and n != "dg":
+            got = got.transpose(1, 2)  # fla's (B, T, H, D) -> (B, H, T, D)
+        errs[n] = rel_err(got[:nb], r)
+    return errs

@@ -297,3 +297,208 @@ def compare_figure(live: dict | str | None, stored: dict | str | None = None):
         height=480, width=900, legend=dict(font=dict(size=10)),
     )  # fmt: skip
     return fig
+
+
+# The gated benchmark (`lintutor bench --gated`, kernel_bench.run_gated): lesson 08's section
+# "a kernel that forgets" reads this file.
+GATED = "gated_bench_h200.json"
+
+GATED_PROVIDERS = {"lintutor_gated": "lintutor gated", "fla_chunk_gated": "fla chunk gated",
+                   "fla_fused_chunk_gated": "fla fused_chunk gated",
+                   "lintutor": "lintutor ungated", "fla_chunk": "fla chunk ungated",
+                   "fla_fused_chunk": "fla fused_chunk ungated", "sdpa_cudnn": "SDPA cuDNN",
+                   "sdpa_flash": "SDPA flash"}  # fmt: skip
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
+def summarize_gated(result: dict) -> dict:
+    """Add the floors and ratios to a gated run; returns result.
+
+    Floors: the plain ones (`summarize`) plus the gate's bytes, one fp32 per head and token:
+    read once forward; read again and dg written backward (11 tensors + 3 gates).
+    """
+    bw = result["roofs"]["copy_TBps"] * 1e12
+    unit = TOKENS * WIDTH * 2  # one (B, T, H*D) bf16 tensor
+    result["floor_fwd_ms"] = 4 * unit / bw * 1e3
+    result["floor_fwdbwd_ms"] = 11 * unit / bw * 1e3
+    for r in result["rows"]:
+        gate = TOKENS * r["H"] * 4  # (B, T, H) fp32
+        r["floor_gated_fwd_ms"] = (4 * unit + gate) / bw * 1e3
+        r["floor_gated_fwdbwd_ms"] = (11 * unit + 3 * gate) / bw * 1e3
+        fla = [r.get(f"{n}_fwd_ms") for n in ("fla_chunk_gated", "fla_fused_chunk_gated")]
+        fla = [x for x in fla if x]
+        r["fla_best_gated_fwd_ms"] = min(fla) if fla else None
+        sd = [x for x in (r.get("sdpa_flash_fwd_ms"), r.get("sdpa_cudnn_fwd_ms")) if x]
+        r["sdpa_best_fwd_ms"] = min(sd) if sd else None
+        ours, plain = r.get("lintutor_gated_fwd_ms"), r.get("lintutor_fwd_ms")
+        r["ratio_gated_fwd_to_fla"] = _ratio(ours, r["fla_best_gated_fwd_ms"])
+        r["ratio_gated_fwd_to_sdpa"] = _ratio(ours, r["sdpa_best_fwd_ms"])
+        r["gate_cost_fwd"] = _ratio(ours, plain)
+        for n in ("lintutor_gated", "fla_chunk_gated", "fla_fused_chunk_gated"):
+            r[f"{n}_fwd_floor_frac"] = _ratio(r["floor_gated_fwd_ms"], r.get(f"{n}_fwd_ms"))
+        r["lintutor_fwd_floor_frac"] = _ratio(result["floor_fwd_ms"], plain)
+        gb = r.get("lintutor_gated_fwdbwd_ms")
+        r["ratio_gated_fwdbwd_to_fla_chunk_ungated"] = _ratio(gb, r.get("fla_chunk_fwdbwd_ms"))
+        r["ratio_gated_fwdbwd_to_ungated"] = _ratio(gb, r.get("lintutor_fwdbwd_ms"))
+        r["ratio_gated_fwdbwd_to_fla_gated"] = _ratio(
+            gb, min([x for x in (r.get("fla_chunk_gated_fwdbwd_ms"),
+                                 r.get("fla_fused_chunk_gated_fwdbwd_ms")) if x], default=None)
+        )  # fmt: skip
+        r["lintutor_gated_fwdbwd_floor_frac"] = _ratio(r["floor_gated_fwdbwd_ms"], gb)
+        for n in ("lintutor", "fla_chunk", "fla_fused_chunk", "fla_fused_chunk_gated"):
+            floor = r["floor_gated_fwdbwd_ms"] if n.endswith("gated") else result["floor_fwdbwd_ms"]
+            r[f"{n}_fwdbwd_floor_frac"] = _ratio(floor, r.get(f"{n}_fwdbwd_ms"))
+    d = result.get("decode")
+    if d:
+        d["floor_ms"] = (d["state_bytes_rw"] + d.get("gate_bytes", 0)) / bw * 1e3
+        d["lintutor_gated_graph_floor_ratio"] = _ratio(d.get("lintutor_gated_graph_ms"),
+                                                       d["floor_ms"])  # fmt: skip
+        d["ratio_to_fla"] = _ratio(d.get("lintutor_gated_graph_ms"),
+                                   d.get("fla_recurrent_gated_graph_ms"))  # fmt: skip
+        d["fla_graph_floor_ratio"] = _ratio(d.get("fla_recurrent_gated_graph_ms"), d["floor_ms"])
+        d["gate_cost"] = _ratio(d.get("lintutor_gated_graph_ms"), d.get("lintutor_graph_ms"))
+    return result
+
+
+def _f(x, w=7, p=3):
+    return f"{x:>{w}.{p}f}" if isinstance(x, (int, float)) else f"{'-':>{w}}"
+
+
+def gated_table(result: dict | str | None = None) -> str:
+    """A plain-text table of a gated run: forwards, forward+backward, decode."""
+    result = summarize_gated(load(result, default=GATED))
+    lines = [
+        f"gated fwd ms (floor {result['rows'][0]['floor_gated_fwd_ms']:.3f} at D=128); plain fwd "
+        f"(floor {result['floor_fwd_ms']:.3f}); fwd+bwd ms (floor {result['floor_fwdbwd_ms']:.3f})"
+        if result["rows"]
+        else "no rows",
+        f"{'D':>4} {'T':>6} | {'ours':>7} {'fla_c':>7} {'fla_fc':>7} {'/fla':>5} {'floor':>5} | "
+        f"{'plain':>7} {'floor':>5} | {'ours_g':>7} {'ours':>7} {'fla_c':>7} {'fla_fcg':>7} "
+        f"{'/fla_c':>6} {'/ours':>5}",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"{r['D']:>4} {r['T']:>6} | {_f(r.get('lintutor_gated_fwd_ms'))} "
+            f"{_f(r.get('fla_chunk_gated_fwd_ms'))} {_f(r.get('fla_fused_chunk_gated_fwd_ms'))} "
+            f"{_f(r.get('ratio_gated_fwd_to_fla'), 5, 2)} "
+            f"{_f(r.get('lintutor_gated_fwd_floor_frac'), 5, 2)} | "
+            f"{_f(r.get('lintutor_fwd_ms'))} {_f(r.get('lintutor_fwd_floor_frac'), 5, 2)} | "
+            f"{_f(r.get('lintutor_gated_fwdbwd_ms'))} {_f(r.get('lintutor_fwdbwd_ms'))} "
+            f"{_f(r.get('fla_chunk_fwdbwd_ms'))} {_f(r.get('fla_fused_chunk_gated_fwdbwd_ms'))} "
+            f"{_f(r.get('ratio_gated_fwdbwd_to_fla_chunk_ungated'), 6, 2)} "
+            f"{_f(r.get('ratio_gated_fwdbwd_to_ungated'), 5, 2)}"
+        )
+    d = result.get("decode")
+    if d:
+        lines.append(
+            f"gated decode B={d['B']} H={d['H']} D={d['D']} (graph): ours "
+            f"{_f(d.get('lintutor_gated_graph_ms'), 0, 4)} ms, floor {d['floor_ms']:.4f} ms "
+            f"({_f(d.get('lintutor_gated_graph_floor_ratio'), 0, 2)}x), fla "
+            f"{_f(d.get('fla_recurrent_gated_graph_ms'), 0, 4)} ms, ours ungated "
+            f"{_f(d.get('lintutor_graph_ms'), 0, 4)} ms"
+        )
+    return "\n".join(lines)
+
+
+def gated_targets(result: dict | str | None = None) -> list[tuple[str, bool | None, str]]:
+    """Issue 16's targets, read off a gated run: (target, met (None: not measured), values)."""
+    result = summarize_gated(load(result, default=GATED))
+    rows = result["rows"]
+
+    def check(name, values, ok):
+        vals = [v for v in values if v is not None]
+        if not vals:
+            return (name, None, "not measured")
+        return (name, all(ok(v) for v in vals), f"{min(vals):.2f}-{max(vals):.2f}")
+
+    d = result.get("decode") or {}
+    return [
+        check("gated forward <= 0.8x fla's fastest gated forward, every shape",
+              [r.get("ratio_gated_fwd_to_fla") for r in rows], lambda v: v <= 0.8),
+        check("gated decode <= 1.10x the memory floor (CUDA graph)",
+              [d.get("lintutor_gated_graph_floor_ratio")], lambda v: v <= 1.10),
+        check("plain forward D=128 within 1.2x the floor, T <= 16K",
+              [1 / r["lintutor_fwd_floor_frac"] for r in rows
+               if r["D"] == 128 and r["T"] <= 16384 and r.get("lintutor_fwd_floor_frac")],
+              lambda v: v <= 1.2),
+        check("plain forward D=128 within 1.4x the floor, T >= 32K",
+              [1 / r["lintutor_fwd_floor_frac"] for r in rows
+               if r["D"] == 128 and r["T"] >= 32768 and r.get("lintutor_fwd_floor_frac")],
+              lambda v: v <= 1.4),
+    ]  # fmt: skip
+
+
+GATED_FIGURES = ("forward ms", "forward+backward ms")
+
+
+def gated_figure(result: dict | str | None = None, D: int = 128, what: str = "forward ms"):
+    """Times of the gated run at head dim D (log-log), with the memory floor; `what` is one of
+    GATED_FIGURES."""
+    import plotly.graph_objects as go
+
+    if what not in GATED_FIGURES:
+        raise ValueError(f"what must be one of {GATED_FIGURES}, got {what!r}")
+    result = summarize_gated(load(result, default=GATED))
+    rows = [r for r in result["rows"] if r["D"] == D]
+    T = [r["T"] for r in rows]
+    key = "_fwd_ms" if what == "forward ms" else "_fwdbwd_ms"
+    fig = go.Figure()
+    for p, label in GATED_PROVIDERS.items():
+        ys = [r.get(p + key) for r in rows]
+        if any(y is not None for y in ys):
+            dash = None if p.endswith("gated") else "dot"
+            fig.add_scatter(x=T, y=ys, mode="lines+markers", name=label, line=dict(dash=dash))
+    floor = "floor_gated_fwd_ms" if key == "_fwd_ms" else "floor_gated_fwdbwd_ms"
+    fig.add_scatter(x=T, y=[r[floor] for r in rows], mode="lines", name="memory floor (gated)",
+                    line=dict(dash="dash", color="black"))  # fmt: skip
+    fig.update_xaxes(type="log", title="sequence length T (B = 65536 / T)")
+    fig.update_yaxes(type="log", title="ms per call (65,536 tokens)")
+    title = f"{what} with a scalar gate, D = {D}, bf16, {result['versions']['gpu']}"
+    fig.update_layout(title=title + " (dotted: no gate)", height=420, width=900)
+    return fig
+
+
+def floor_figure(result: dict | str | None = None):
+    """Every kernel of a gated run as a fraction of its memory floor (1 = moving the bytes at
+    the measured copy bandwidth), D = 64 and 128; decode in the legend."""
+    from plotly.subplots import make_subplots
+
+    result = summarize_gated(load(result, default=GATED))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("D = 64", "D = 128"),
+                        horizontal_spacing=0.1)  # fmt: skip
+    series = [("lintutor_gated_fwd_floor_frac", "ours gated, forward", None),
+              ("lintutor_fwd_floor_frac", "ours ungated, forward", "dot"),
+              ("fla_chunk_gated_fwd_floor_frac", "fla chunk gated, forward", None),
+              ("fla_fused_chunk_gated_fwd_floor_frac", "fla fused_chunk gated, forward", None),
+              ("lintutor_gated_fwdbwd_floor_frac", "ours gated, fwd+bwd", "dash"),
+              ("lintutor_fwdbwd_floor_frac", "ours ungated, fwd+bwd", "dashdot"),
+              ("fla_chunk_fwdbwd_floor_frac", "fla chunk ungated, fwd+bwd", "dashdot"),
+              ("fla_fused_chunk_gated_fwdbwd_floor_frac", "fla fused_chunk gated, fwd+bwd",
+               "dash")]  # fmt: skip
+    from plotly.colors import DEFAULT_PLOTLY_COLORS
+
+    for col, D in enumerate((64, 128), start=1):
+        rows = [r for r in result["rows"] if r["D"] == D]
+        for i, (key, name, dash) in enumerate(series):
+            ys = [r.get(key) for r in rows]
+            if not any(y is not None for y in ys):
+                continue
+            fig.add_scatter(x=[r["T"] for r in rows], y=ys, mode="lines+markers", name=name,
+                            legendgroup=name, showlegend=col == 1,
+                            line=dict(dash=dash, color=DEFAULT_PLOTLY_COLORS[i % 10]),
+                            row=1, col=col)  # fmt: skip
+        fig.update_xaxes(type="log", title="T (B = 65536 / T)", row=1, col=col)
+        fig.update_yaxes(range=[0, 1.05], title="floor / measured" if col == 1 else None,
+                         row=1, col=col)  # fmt: skip
+    d = result.get("decode") or {}
+    dec = ""
+    if d.get("lintutor_gated_graph_floor_ratio"):
+        dec = f"; gated decode: ours {1 / d['lintutor_gated_graph_floor_ratio']:.2f}"
+        if d.get("fla_graph_floor_ratio"):
+            dec += f", fla {1 / d['fla_graph_floor_ratio']:.2f}"
+    fig.update_layout(title=f"Fraction of the memory floor, {result['versions']['gpu']}{dec}",
+                      height=460, width=900, legend=dict(font=dict(size=10)))  # fmt: skip
+    return fig

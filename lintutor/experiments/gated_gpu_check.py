@@ -1,0 +1,123 @@
+"""One GPU call for the gated kernels (lesson 08): their tests, the forward sweep, the benchmark.
+
+    python -m lintutor.experiments.gated_gpu_check --out DIR [--tests-s 150] [--tune-s 180]
+                                                   [--bench-s 210] [--quick]
+
+Three parts, each with its own time budget, in this order (the later ones time the GPU, so
+nothing runs beside them):
+
+1. tests: the kernel tests (tests/kernels/test_gated*.py, test_causal.py, test_chunked.py) on
+   the GPU itself, through pytest with 8 workers (most of the time is compiling kernel
+   variants), killed at the budget; log in DIR/tests.log.
+2. tune: `kernel_tune.tune_forward`, the sweep of the plain and gated forward launch settings,
+   into DIR/tune_forward_<card>.json; its winners are printed as FORWARD_CONFIGS entries to
+   paste into lintutor/kernels/chunked.py.
+3. bench: `kernel_bench.run_gated`, gated and plain kernels against fla's simple_gla with a
+   gate, SDPA and the memory floor, into DIR/gated_bench_<card>.json (saved after every
+   shape; shapes left when the budget is spent are listed as not measured).
+
+The last lines printed are a compact summary: tests passed/failed, the sweep's winners, the
+benchmark's table and issue 16's targets, met or not. Writes DIR/summary.txt too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+TESTS = ["tests/kernels/test_gated.py", "tests/kernels/test_gated_bwd.py",
+         "tests/kernels/test_causal.py", "tests/kernels/test_chunked.py"]  # fmt: skip
+
+
+def run_tests(out_dir: str, budget_s: float, log=print) -> dict:
+    """pytest on TESTS (8 workers when pytest-xdist is there), killed after budget_s; returns
+    {"rc", "seconds", "last_line", "failed": [...]}."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    env.pop("TRITON_INTERPRET", None)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+           "-rf", *TESTS]  # fmt: skip
+    try:
+        import xdist  # noqa: F401
+
+        cmd += ["-n", "8"]
+    except ImportError:
+        pass
+    t0 = time.perf_counter()
+    path = os.path.join(out_dir, "tests.log")
+    with open(path, "w") as fh:
+        try:
+            rc = subprocess.run(cmd, cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                timeout=budget_s).returncode  # fmt: skip
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    with open(path) as fh:
+        lines = [line.rstrip() for line in fh if line.strip()]
+    failed = [line for line in lines if line.startswith("FAILED")]
+    out = {"rc": rc, "seconds": time.perf_counter() - t0, "last_line": lines[-1] if lines else "",
+           "failed": failed[:30]}  # fmt: skip
+    log(json.dumps(out))
+    return out
+
+
+def targets_lines(result: dict) -> list[str]:
+    """Issue 16's targets read off a gated benchmark result, one line each."""
+    from lintutor.experiments import results
+
+    marks = {True: "met", False: "NOT met", None: "not measured"}
+    return [f"  {marks[ok]:>12}: {name} ({vals})" for name, ok, vals in
+            results.gated_targets(result)]  # fmt: skip
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lintutor.experiments.gated_gpu_check",
+                                description=__doc__.split("\n")[0])  # fmt: skip
+    p.add_argument("--out", required=True, help="folder for the logs and JSON results")
+    p.add_argument("--tests-s", type=float, default=150, help="time budget of the tests (s)")
+    p.add_argument("--tune-s", type=float, default=180, help="time budget of the sweep (s)")
+    p.add_argument("--bench-s", type=float, default=210, help="time budget of the benchmark (s)")
+    p.add_argument("--quick", action="store_true", help="benchmark T = 1K and 16K only")
+    p.add_argument("--skip", nargs="*", default=[], choices=["tests", "tune", "bench"],
+                   help="parts to leave out")  # fmt: skip
+    args = p.parse_args(argv)
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gated_gpu_check needs a CUDA GPU (it times kernels and runs their tests there)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    from lintutor.experiments import _gpu, kernel_bench, kernel_tune, results
+
+    os.makedirs(args.out, exist_ok=True)
+    tag = _gpu.device_tag(torch.cuda.get_device_name())
+    summary = [f"gated_gpu_check on {torch.cuda.get_device_name()}, {_gpu.now()}"]
+    if "tests" not in args.skip:
+        t = run_tests(args.out, args.tests_s)
+        summary.append(f"tests: rc {t['rc']} in {t['seconds']:.0f} s: {t['last_line']}")
+        summary += [f"  {line}" for line in t["failed"]]
+    if "tune" not in args.skip:
+        tune = kernel_tune.tune_forward(
+            budget_s=args.tune_s, out_path=os.path.join(args.out, f"tune_forward_{tag}.json")
+        )
+        summary.append(f"tune: {len(tune['rows'])} settings in {tune['seconds']:.0f} s")
+        summary.append(tune["paste"])
+    if "bench" not in args.skip:
+        res = kernel_bench.run_gated(quick=args.quick, out_dir=args.out, budget_s=args.bench_s)
+        summary.append(f"bench: {len(res['rows'])} shapes in {res['seconds']:.0f} s"
+                       + (f" ({res['incomplete']})" if "incomplete" in res else ""))  # fmt: skip
+        summary.append(results.gated_table(res))
+        summary.append("issue 16's targets:")
+        summary += targets_lines(res)
+    text = "\n".join(summary)
+    print("\n===== summary =====\n" + text)
+    with open(os.path.join(args.out, "summary.txt"), "w") as fh:
+        fh.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
