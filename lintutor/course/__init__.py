@@ -2,6 +2,8 @@
 `lintutor` command. Nothing here is lesson content, and no lesson module imports it.
 
     checker.py    Exercise, CheckResult, run_check and the case helpers (the exercise format)
+    sandbox.py    running a learner's function: child process, time limits, state, prints
+    forms.py      which form a function computes (recurrent, chunked, parallel, quadratic)
     exercises/    lessonNN.py, one per lesson, found by name; check, hint, solution, get
     notebook.py   COLAB_SETUP, setup_notebook, exercise cells, the solved copy of a lesson
     grade.py      grade a notebook's exercise cells (`lintutor check`)

@@ -3,14 +3,25 @@ package reference in float64, and explain the first thing that is wrong.
 
 Layers, checked in order; the first failing one is reported:
   1. not attempted      the function raises NotImplementedError
-  2. exception          anything else raised (the learner's own line is shown first)
-  3. timeout            one call ran longer than `Exercise.timeout` seconds
-  4. in-place           an input tensor was modified
-  5. type/shape/dtype   expected vs actual, with a "did you transpose?" hint
-  6. NaN/Inf            where the first one is
-  7. numbers            max error, worst index, first wrong timestep; known mistakes are named
+  2. exception          anything else raised (the learner's own line is shown first); "kernel"
+                        when a Triton launch read or wrote outside a tensor (checked launcher)
+  3. exit               SystemExit, KeyboardInterrupt, os._exit or a crash of the process
+  4. timeout            one call ran longer than `Exercise.timeout` seconds (the real time shown)
+  5. in-place           an input tensor (also one inside a tuple) was modified
+  6. type/shape/dtype   expected vs actual, leaf by leaf for nested results ("state[1]"), with
+                        a "did you transpose?" hint; a tensor on another device (meta) is named
+  7. NaN/Inf            where the first one is
+  8. numbers            max error, worst index, first wrong timestep; known mistakes are named
+  9. form               `Exercise.form`: the function computes another form than the one asked
+                        (see lintutor.course.forms)
 
-`check` never raises: whatever the learner's code does, it returns a `CheckResult`.
+`check` never raises: whatever the learner's code does, it returns a `CheckResult`. The learner's
+function runs through lintutor.course.sandbox: in a child process where one can be forked (hard
+time limit, crashes contained), in this process otherwise; either way the global state is put
+back after every call and its prints are captured and shown once. Comparisons use torch
+functions captured when this module was imported, with tensor subclasses' overrides turned off,
+so replacing `torch.allclose` (or returning a tensor that overrides it) cannot make a wrong
+answer pass.
 
 The exercise format. A lesson's exercises are a list `EXERCISES` in
 `lintutor/course/exercises/lessonNN.py` (found by its name, nothing to register):
@@ -48,10 +59,16 @@ The exercise format. A lesson's exercises are a list `EXERCISES` in
   they ignore); the docstring names the mistake and is shown when a learner's output matches it.
 - The reference uses only what its lesson has shown: no private helpers (`import _x`,
   `from m import _y`) in `solution(id)`; a test checks it.
-- Optional: `time_dim` (the output axis that is time, for "first wrong timestep"),
-  `output_names` (when the function returns a tuple), `rtol`/`atol` (defaults 1e-6 / 1e-8 in
-  float64), `timeout` (seconds per call), `difficulty` (1 a few lines, 2 a loop or a schedule,
-  3 a kernel or a subtle schedule), `minutes` (expected time), `objective` (one sentence).
+- `difficulty` (1 a few lines, 2 a loop or a schedule, 3 a kernel or a subtle schedule),
+  `minutes` (expected time) and `objective` (one sentence): optional to the checker, required
+  of every course exercise by tests/course/test_exercises.py.
+- Optional: `time_dim` (the axis of the first output that is time, for "first wrong
+  timestep"), `output_names` (when the function returns a tuple; nested tuples are compared
+  leaf by leaf and named "state[0]"), `rtol`/`atol` (defaults 1e-6 / 1e-8 in float64),
+  `timeout` (seconds per call), `form` ("recurrent", "parallel", "chunked", "no loop over t" or
+  "linear": the form the exercise asks for, checked after the numbers), `form_sizes` (the sizes
+  the form check starts from; by default the smallest named case, with T, S and the chunk size
+  set by the check).
 """
 
 from __future__ import annotations
@@ -60,10 +77,8 @@ import contextlib
 import inspect
 import json
 import os
-import signal
 import sys
 import textwrap
-import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,9 +86,24 @@ from typing import Any
 
 import torch
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from lintutor.course import sandbox
 
 PASS, FAIL, NOT_ATTEMPTED = "pass", "fail", "not attempted"
+FORMS = ("recurrent", "parallel", "chunked", "no loop over t", "linear")
+
+# The torch functions the comparisons use, taken now: a learner who replaces torch.allclose (in
+# a cell, or inside the function) changes these names in torch, not the ones here.
+_allclose, _equal, _isfinite, _isnan = torch.allclose, torch.equal, torch.isfinite, torch.isnan
+_abs, _sub, _add, _mul, _gt = torch.abs, torch.sub, torch.add, torch.mul, torch.gt
+_argmax, _nonzero, _nan_to_num, _unravel = (
+    torch.argmax,
+    torch.nonzero,
+    torch.nan_to_num,
+    torch.unravel_index,
+)
+_any, _max, _tensor = torch.any, torch.max, torch.tensor
+_detach, _to, _as_subclass = torch.Tensor.detach, torch.Tensor.to, torch.Tensor.as_subclass
+_no_subclass = torch._C.DisableTorchFunctionSubclass  # a subclass's overrides are not consulted
 
 
 def mistake(fn: Callable) -> str:
@@ -110,6 +140,8 @@ class Exercise:
     difficulty: int | None = None
     minutes: int | None = None
     objective: str = ""
+    form: str | None = None
+    form_sizes: dict | None = None
 
     def __post_init__(self):
         self.name = self.name or self.reference.__name__
@@ -122,6 +154,12 @@ class Exercise:
                 )
         if self.difficulty not in (None, 1, 2, 3):
             raise ValueError(f"{self.id}: difficulty must be 1, 2 or 3, got {self.difficulty!r}")
+        if self.form not in (None, *FORMS):
+            raise ValueError(f"{self.id}: form must be one of {FORMS}, got {self.form!r}")
+        if self.form and not self.form_sizes and not any(
+            "T" in sizes or "S" in sizes for _, sizes in self.named_sizes
+        ):
+            raise ValueError(f"{self.id}: the form check needs a named case with T (or form_sizes)")
 
     def all_cases(self, seeds=None):
         """Yield (case name, sizes, kwargs): the named cases, then one per random seed."""
@@ -199,7 +237,9 @@ def _gen(seed: int) -> torch.Generator:
 
 @dataclass
 class CheckResult:
-    """What `check` found. `status` is "pass", "fail" or "not attempted"."""
+    """What `check` found. `status` is "pass", "fail" or "not attempted"; details["meta"] holds
+    the exercise's difficulty, minutes and objective, details["printed"] what the learner's
+    function printed (shown once, truncated)."""
 
     exercise: str
     status: str
@@ -215,9 +255,28 @@ class CheckResult:
     def __bool__(self) -> bool:
         return self.passed
 
+    def _about(self) -> str:
+        """The objective line: "Objective met: ..." on a pass, "Objective: ..." otherwise."""
+        meta = self.details.get("meta") or {}
+        about = []
+        if meta.get("difficulty"):
+            about.append(f"difficulty {meta['difficulty']}/3")
+        if meta.get("minutes"):
+            about.append(f"about {meta['minutes']} min")
+        objective = meta.get("objective", "")
+        if not (objective or about):
+            return ""
+        head = "Objective met: " if self.passed else "Objective: "
+        tail = f" ({', '.join(about)})" if about else ""
+        return (head + objective + tail) if objective else tail.strip(" ()")
+
     def text(self) -> str:
         icon = {PASS: "PASS", FAIL: "FAIL", NOT_ATTEMPTED: "NOT ATTEMPTED"}[self.status]
-        return f"[{icon}] {self.exercise}: {self.message}"
+        lines = [f"[{icon}] {self.exercise}: {self.message}"]
+        for extra in (self._about(), self.details.get("printed", "")):
+            if extra:
+                lines.append(extra)
+        return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.text()
@@ -229,11 +288,22 @@ class CheckResult:
         bg = {PASS: "#e8f5e9", FAIL: "#fdecea", NOT_ATTEMPTED: "#fff8e1"}[self.status]
         head, _, rest = self.message.partition("\n")
         body = f"<pre style='margin:4px 0 0 0;white-space:pre-wrap'>{html.escape(rest)}</pre>"
+        about = self._about()
+        about = (
+            f"<div style='margin-top:4px;color:#444'>{html.escape(about)}</div>" if about else ""
+        )
+        printed = self.details.get("printed", "")
+        printed = (
+            "<pre style='margin:4px 0 0 0;white-space:pre-wrap;color:#555'>"
+            f"{html.escape(printed)}</pre>"
+            if printed
+            else ""
+        )
         return (
             f"<div style='border-left:4px solid {color};background:{bg};padding:6px 10px;"
             f"font-family:sans-serif'><b style='color:{color}'>{self.status.upper()}</b> "
             f"<b>{html.escape(self.exercise)}</b>: {html.escape(head)}"
-            f"{body if rest else ''}</div>"
+            f"{body if rest else ''}{about}{printed}</div>"
         )
 
     def _ipython_display_(self):
@@ -261,32 +331,7 @@ def _show(result: CheckResult) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Running learner code safely
-
-
-class _Timeout(BaseException):
-    """Raised inside the learner's code when it runs too long (BaseException: not caught by
-    a learner's `except Exception`)."""
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float):
-    """SIGALRM-based limit where possible (main thread on Unix); otherwise no limit."""
-    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    if not usable:
-        yield
-        return
-
-    def _raise(signum, frame):
-        raise _Timeout()
-
-    old = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+# Learner code: exceptions and frames
 
 
 def _clone(x):
@@ -300,15 +345,14 @@ def _clone(x):
 
 
 def _is_library_frame(filename: str) -> bool:
-    f = os.path.abspath(filename)
-    return f.startswith(_PACKAGE_DIR + os.sep) or "site-packages" in f or "lib/python" in f
+    return sandbox.library_file(filename)
 
 
 def format_learner_exception(exc: BaseException) -> str:
     """The learner's own line first, then a traceback without the checker's frames."""
     frames = traceback.extract_tb(exc.__traceback__)
     mine = [f for f in frames if not _is_library_frame(f.filename)]
-    lines = [f"{type(exc).__name__}: {exc}"]
+    lines = [f"{type(exc).__name__}: {exc}".rstrip(": ")]
     if mine:
         last = mine[-1]
         code = (last.line or "").strip()
@@ -331,33 +375,143 @@ def _cell_name(filename: str) -> str:
     return os.path.basename(filename)
 
 
+def _is_kernel_error(exc: BaseException) -> bool:
+    return type(exc).__module__ == "lintutor.kernels.checked"
+
+
+_EXIT_WHY = {
+    "SystemExit": "sys.exit() or exit() ends the program; a checked function must return",
+    "KeyboardInterrupt": "an interrupt (the stop button, or `raise KeyboardInterrupt`)",
+}
+
+
+def _call_problem(ex: Exercise, call: sandbox.Call, where: str, label: str) -> CheckResult | None:
+    """The verdict for a call that did not return a value, or None if it did."""
+    if call.kind == "ok":
+        return None
+    if call.kind == "not attempted":
+        return CheckResult(
+            ex.id,
+            NOT_ATTEMPTED,
+            "not attempted",
+            f"not attempted yet: write {ex.name} in the exercise cell and run it again "
+            f"(hint: lintutor.hint('{ex.id}'))",
+        )
+    if call.kind == "timeout":
+        return _timeout(ex, where, call.elapsed, stopped=call.error is not None)
+    err = call.error
+    details = {"exception": type(err).__name__, "case": label}
+    if call.kind == "exit":
+        why = _EXIT_WHY.get(type(err).__name__, "a BaseException that is not an error")
+        msg = (
+            f"your function raised {type(err).__name__} on {where} ({why})\n"
+            f"{format_learner_exception(err)}"
+        )
+        return CheckResult(ex.id, FAIL, "exit", msg, details)
+    if _is_kernel_error(err):
+        msg = (
+            f"your kernel failed the memory check on {where}\n{err}\n"
+            f"{format_learner_exception(err).split(chr(10), 1)[-1]}"
+        )
+        return CheckResult(ex.id, FAIL, "kernel", msg, details)
+    msg = f"your function raised an exception on {where}\n{format_learner_exception(err)}"
+    return CheckResult(ex.id, FAIL, "exception", msg, details)
+
+
+def _timeout(ex: Exercise, where: str, elapsed: float, stopped: bool) -> CheckResult:
+    if stopped:
+        head = f"stopped after {elapsed:.1f} s on {where}"
+    else:
+        head = f"finished only after {elapsed:.1f} s on {where}"
+    return CheckResult(
+        ex.id,
+        FAIL,
+        "timeout",
+        f"{head} (the limit is {ex.timeout:g} s per call): an endless loop, or a loop over "
+        "elements that should be one tensor operation?",
+        {"elapsed": elapsed},
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Comparing outputs
 
 
-def _as_tuple(out, n: int):
-    if n == 1:
-        return (out,)
-    if isinstance(out, (tuple, list)):
-        return tuple(out)
-    return (out,)
+class _Mismatch(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
 
 
 def _describe(x) -> str:
     if isinstance(x, torch.Tensor):
         return f"tensor of shape {tuple(x.shape)}, dtype {str(x.dtype).replace('torch.', '')}"
+    if isinstance(x, (tuple, list)):
+        return f"{type(x).__name__} of length {len(x)}"
     return type(x).__name__
 
 
+def _pairs(got, want, name: str, out: list) -> None:
+    """(name, got, want) for every leaf of the reference's result, or _Mismatch."""
+    if isinstance(want, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(want):
+            extra = " (did you forget to `return` it?)" if got is None else ""
+            raise _Mismatch(
+                f"{name}: expected a tuple of {len(want)}, got a {_describe(got)}{extra}"
+            )
+        for i, (g, w) in enumerate(zip(got, want)):
+            _pairs(g, w, f"{name}[{i}]", out)
+    elif want is None:
+        if got is not None:
+            raise _Mismatch(f"{name}: expected None, got a {_describe(got)}")
+    else:
+        out.append((name, got, want))
+
+
+def _leaf_pairs(got, want, names: tuple[str, ...]) -> list:
+    pairs: list = []
+    if isinstance(want, (tuple, list)) and len(names) == len(want) and len(names) > 1:
+        if not isinstance(got, (tuple, list)) or len(got) != len(want):
+            raise _Mismatch(
+                f"expected a tuple of {len(want)} ({', '.join(names)}), got a {_describe(got)}"
+                + (" (did you forget to `return` it?)" if got is None else "")
+            )
+        for n, g, w in zip(names, got, want):
+            _pairs(g, w, n, pairs)
+    else:
+        generic = names == ("output",) and isinstance(want, (tuple, list))
+        _pairs(got, want, "result" if generic else names[0], pairs)
+    return pairs
+
+
+def _plain(x):
+    """x as a plain torch.Tensor (a subclass's overrides are not asked)."""
+    if isinstance(x, torch.Tensor) and type(x) is not torch.Tensor:
+        with _no_subclass():
+            return _as_subclass(x, torch.Tensor)
+    return x
+
+
 def _structure_problem(got, want, name: str) -> tuple[str, str] | None:
-    """(kind, message) for a wrong type, shape or dtype, with the hints learners need most."""
+    """(kind, message) for a wrong type, device, layout, shape or dtype, with the hints learners
+    need most."""
     if not isinstance(got, torch.Tensor):
-        extra = ""
-        if got is None:
-            extra = " (did you forget to `return` it?)"
-        elif isinstance(got, (tuple, list)):
-            extra = f" of length {len(got)}"
-        return "type", f"{name}: expected a {_describe(want)}, got {type(got).__name__}{extra}"
+        extra = " (did you forget to `return` it?)" if got is None else ""
+        return "type", f"{name}: expected a {_describe(want)}, got a {_describe(got)}{extra}"
+    got = _plain(got)
+    if got.device != want.device:
+        if got.device.type == "meta":
+            return "device", (
+                f"{name}: your output is on the meta device: it has a shape "
+                f"{tuple(got.shape)} but no values (torch.set_default_device('meta') or "
+                "device='meta' somewhere?). Build it from the inputs, e.g. torch.zeros_like(v)."
+            )
+        return "device", (
+            f"{name}: expected a tensor on {want.device}, got one on {got.device} (return "
+            "it with .to(q.device))"
+        )
+    if got.layout != want.layout:
+        return "layout", f"{name}: expected a dense tensor, got a {got.layout} one (.to_dense())"
     if tuple(got.shape) != tuple(want.shape):
         msg = f"{name}: expected shape {tuple(want.shape)}, got {tuple(got.shape)}"
         if sorted(got.shape) == sorted(want.shape):
@@ -377,29 +531,57 @@ def _structure_problem(got, want, name: str) -> tuple[str, str] | None:
 
 
 def _numbers(got: torch.Tensor, want: torch.Tensor, rtol: float, atol: float):
-    """None if close, else (max error, worst index, first wrong index tuple)."""
-    g, w = got.detach().to(torch.float64), want.detach().to(torch.float64)
-    if torch.allclose(g, w, rtol=rtol, atol=atol, equal_nan=False):
+    """None if close, else (max error, worst index, first wrong index, bad mask)."""
+    g = _to(_detach(_plain(got)), torch.float64)
+    w = _to(_detach(want), torch.float64)
+    if g.dtype == torch.bool or not g.is_floating_point():
+        g = _to(g, torch.float64)
+    if _allclose(g, w, rtol=rtol, atol=atol, equal_nan=False):
         return None
-    err = (g - w).abs()
-    bad = err > atol + rtol * w.abs()
-    worst = int(torch.argmax(torch.nan_to_num(err, nan=float("inf"))))
-    worst_idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), err.shape))
-    first_bad = tuple(int(i) for i in torch.nonzero(bad)[0]) if bad.any() else worst_idx
-    return float(err.max()), worst_idx, first_bad, bad
+    err = _abs(_sub(g, w))
+    bad = _gt(err, _add(_mul(_abs(w), rtol), atol)) | _isnan(err)
+    if err.dim() == 0:
+        return float(err), (), (), bad
+    worst = int(_argmax(_nan_to_num(err, nan=float("inf"))))
+    worst_idx = tuple(int(i) for i in _unravel(_tensor(worst), err.shape))
+    first_bad = tuple(int(i) for i in _nonzero(bad)[0]) if bool(_any(bad)) else worst_idx
+    return float(_max(_nan_to_num(err, nan=float("inf")))), worst_idx, first_bad, bad
+
+
+def _scalar_problem(got, want, name: str, rtol: float, atol: float) -> str | None:
+    """A Python value in the reference's result (an int, a float, a bool, a string)."""
+    if isinstance(got, torch.Tensor) and got.numel() == 1 and isinstance(want, (int, float)):
+        got = _plain(got).item()
+    if isinstance(want, bool) or not isinstance(want, (int, float)):
+        return None if got == want else f"{name}: expected {want!r}, got {got!r}"
+    if isinstance(got, bool) or not isinstance(got, (int, float)):
+        return f"{name}: expected a number ({want!r}), got a {_describe(got)}"
+    if abs(got - want) <= atol + rtol * abs(want):
+        return None
+    return f"{name}: expected {want!r}, got {got!r}"
+
+
+def _flat(x) -> list:
+    if isinstance(x, (tuple, list)):
+        return [y for part in x for y in _flat(part)] + [("len", len(x))]
+    return [x]
 
 
 def _close(a, b, rtol, atol) -> bool:
-    a, b = _as_tuple(a, 2), _as_tuple(b, 2)
+    a, b = _flat(a), _flat(b)
     if len(a) != len(b):
         return False
     for x, y in zip(a, b):
-        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
-            return False
-        if x.shape != y.shape:
-            return False
-        x, y = x.detach().double(), y.detach().double()
-        if not torch.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True):
+        if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+            if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+                return False
+            x, y = _plain(x), _plain(y)
+            if x.shape != y.shape or x.device != y.device:
+                return False
+            x, y = _to(_detach(x), torch.float64), _to(_detach(y), torch.float64)
+            if not _allclose(x, y, rtol=rtol, atol=atol, equal_nan=True):
+                return False
+        elif x != y:
             return False
     return True
 
@@ -408,15 +590,34 @@ def _known_mistake(ex: Exercise, inputs: dict, got, want) -> str | None:
     """The message of a known wrong implementation that reproduces `got` on this case (only one
     whose output differs from the reference here, so it says something)."""
     tol = max(ex.rtol, 1e-5), max(ex.atol, 1e-7)
-    got = tuple(g.double() if isinstance(g, torch.Tensor) else g for g in _as_tuple(got, 2))
     for wrong in ex.wrong:
         try:
             with warnings_off():
                 out = wrong(**_clone(inputs))
         except Exception:
             continue
-        if _close(got, out, *tol) and not _close(want, out, *tol):
-            return mistake(wrong)
+        with _no_subclass():
+            if _close(got, out, *tol) and not _close(want, out, *tol):
+                return mistake(wrong)
+    return None
+
+
+def _modified(original, given, name: str) -> str | None:
+    """The name of the first input tensor (also inside tuples) that the call changed."""
+    if isinstance(original, torch.Tensor):
+        with _no_subclass():
+            same = (
+                isinstance(given, torch.Tensor)
+                and given.shape == original.shape
+                and given.dtype == original.dtype
+                and _equal(_plain(original), _plain(given))
+            )
+        return None if same else name
+    if isinstance(original, (tuple, list)):
+        for i, (o, g) in enumerate(zip(original, given)):
+            found = _modified(o, g, f"{name}[{i}]")
+            if found:
+                return found
     return None
 
 
@@ -429,121 +630,193 @@ def warnings_off():
         yield
 
 
-# ---------------------------------------------------------------------------------------------
-# The check
+def _compare(ex: Exercise, inputs: dict, got, want, where: str, label: str):
+    """The verdict for a wrong result on this case, or None when it matches."""
 
-
-def run_check(ex: Exercise, fn: Callable, seeds=None) -> CheckResult:
-    """Check `fn` against `ex.reference`; see the module docstring for the layers."""
-    if not callable(fn):
+    def fail(layer, lines, **details):
+        found = _known_mistake(ex, inputs, got, want)
+        if found:
+            lines.append(f"This looks like a known mistake: {found}")
         return CheckResult(
-            ex.id, FAIL, "type", f"expected a function named {ex.name}, got {type(fn).__name__}"
+            ex.id, FAIL, layer, "\n".join(lines), {"case": label, "mistake": found, **details}
         )
-    n_out = len(ex.output_names)
-    n_cases = 0
-    for label, sizes, inputs in ex.all_cases(seeds):
-        n_cases += 1
-        size_txt = ", ".join(f"{k}={v}" for k, v in sizes.items())
-        where = f"case '{label}' ({size_txt})"
-        want = _as_tuple(ex.reference(**_clone(inputs)), n_out)
-        given = _clone(inputs)
+
+    with _no_subclass():
         try:
-            with _time_limit(ex.timeout), warnings_off():
-                got = fn(**given)
-        except NotImplementedError:
-            return CheckResult(
-                ex.id,
-                NOT_ATTEMPTED,
-                "not attempted",
-                f"not attempted yet: write {ex.name} in the exercise cell and run it again "
-                f"(hint: lintutor.hint('{ex.id}'))",
-            )
-        except _Timeout:
-            return CheckResult(
-                ex.id,
-                FAIL,
-                "timeout",
-                f"stopped after {ex.timeout:g} s on {where}: an endless loop, or a loop over "
-                "elements that should be one tensor operation?",
-            )
-        except Exception as exc:  # the learner's bug, reported, never raised
-            return CheckResult(
-                ex.id,
-                FAIL,
-                "exception",
-                f"your function raised an exception on {where}\n{format_learner_exception(exc)}",
-                {"exception": type(exc).__name__, "case": label},
-            )
-        for key, value in inputs.items():
-            if isinstance(value, torch.Tensor) and not torch.equal(value, given[key]):
-                return CheckResult(
-                    ex.id,
-                    FAIL,
-                    "in-place",
-                    f"your function modified its input '{key}' in place on {where}; work on a "
-                    f"copy (e.g. {key} = {key}.clone()) or use out-of-place operations",
-                    {"case": label},
-                )
-        got_t = _as_tuple(got, n_out)
-        if n_out > 1 and len(got_t) != n_out:
-            return CheckResult(
-                ex.id,
-                FAIL,
-                "type",
-                f"expected a tuple of {n_out} ({', '.join(ex.output_names)}), got "
-                f"{len(got_t) if isinstance(got, (tuple, list)) else _describe(got)} on {where}",
-            )
-        for name, g, w in zip(ex.output_names, got_t, want):
+            pairs = _leaf_pairs(got, want, ex.output_names)
+        except _Mismatch as m:
+            return fail("structure", [f"wrong type on {where}", m.message])
+        for i, (name, g, w) in enumerate(pairs):
+            if not isinstance(w, torch.Tensor):
+                problem = _scalar_problem(g, w, name, ex.rtol, ex.atol)
+                if problem:
+                    return fail("numbers", [f"wrong numbers on {where}", problem])
+                continue
             problem = _structure_problem(g, w, name)
             if problem:
                 kind, problem = problem
-                mistake = _known_mistake(ex, inputs, got, want)
-                msg = f"wrong {kind} on {where}\n{problem}"
-                if mistake:
-                    msg += f"\nThis looks like a known mistake: {mistake}"
-                return CheckResult(ex.id, FAIL, "structure", msg, {"case": label})
-            if not torch.isfinite(g).all():
-                idx = tuple(int(i) for i in torch.nonzero(~torch.isfinite(g))[0])
-                kind = "NaN" if torch.isnan(g).any() else "Inf"
-                msg = (
-                    f"{name} contains {kind} on {where}, first at index {idx} "
-                    "(a division by zero, a log of 0, or exp of a large number?)"
+                return fail("structure", [f"wrong {kind} on {where}", problem])
+            g = _plain(g)
+            if g.is_floating_point() and not bool(_isfinite(g).all()):
+                idx = tuple(int(j) for j in _nonzero(~_isfinite(g))[0])
+                kind = "NaN" if bool(_isnan(g).any()) else "Inf"
+                return fail(
+                    "nan",
+                    [
+                        f"{name} contains {kind} on {where}, first at index {idx} "
+                        "(a division by zero, a log of 0, or exp of a large number?)"
+                    ],
+                    index=idx,
                 )
-                mistake = _known_mistake(ex, inputs, got, want)
-                if mistake:
-                    msg += f"\nThis looks like a known mistake: {mistake}"
-                return CheckResult(ex.id, FAIL, "nan", msg, {"case": label, "index": idx})
             diff = _numbers(g, w, ex.rtol, ex.atol)
             if diff:
                 max_err, worst, first, bad = diff
                 lines = [
                     f"wrong numbers on {where}",
                     f"{name}: max abs error {max_err:.3g} at index {worst} "
-                    f"(expected {w[worst].item():.6g}, got {g[worst].item():.6g}); "
+                    f"(expected {float(w[worst]):.6g}, got {float(g[worst]):.6g}); "
                     f"{int(bad.sum())} of {bad.numel()} entries are off",
                 ]
-                if ex.time_dim is not None and g.dim() > 0:
+                if i == 0 and ex.time_dim is not None and g.dim() > 0:
                     t_axis = ex.time_dim % g.dim()
                     t_bad = bad.movedim(t_axis, 0).reshape(bad.shape[t_axis], -1).any(1)
-                    t0 = int(torch.nonzero(t_bad)[0])
+                    t0 = int(_nonzero(t_bad)[0])
                     lines.append(f"first wrong timestep: t = {t0} of {bad.shape[t_axis]}")
-                mistake = _known_mistake(ex, inputs, got, want)
-                if mistake:
-                    lines.append(f"This looks like a known mistake: {mistake}")
+                return fail("numbers", lines, max_error=max_err, index=worst)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The check
+
+
+def run_check(
+    ex: Exercise, fn: Callable, seeds=None, *, isolate: bool | None = None
+) -> CheckResult:
+    """Check `fn` against `ex.reference`; see the module docstring for the layers.
+
+    isolate: run the learner's calls in a forked child process (None: wherever that works,
+    see `sandbox.can_isolate`); False runs them in this process.
+    """
+    if not callable(fn):
+        return _with_meta(
+            CheckResult(
+                ex.id, FAIL, "type", f"expected a function named {ex.name}, got {type(fn).__name__}"
+            ),
+            ex,
+        )
+    if isolate is None:
+        isolate = sandbox.can_isolate()
+    result = None
+    if isolate:
+        outcome = sandbox.run_in_child(lambda calls: _as_dict(_check(ex, fn, seeds, calls)))
+        result = _from_child(ex, outcome)
+    if result is None:
+        result = _check(ex, fn, seeds, sandbox.Calls())
+    return _with_meta(result, ex)
+
+
+def _check(ex: Exercise, fn: Callable, seeds, calls: sandbox.Calls) -> CheckResult:
+    with calls.session():
+        result = _run_cases(ex, fn, seeds, calls)
+    printed = calls.printed.report()
+    if printed:
+        result.details["printed"] = printed
+    return result
+
+
+def _run_cases(ex: Exercise, fn: Callable, seeds, calls: sandbox.Calls) -> CheckResult:
+    n_cases = 0
+    for label, sizes, inputs in ex.all_cases(seeds):
+        n_cases += 1
+        size_txt = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        where = f"case '{label}' ({size_txt})"
+        want = ex.reference(**_clone(inputs))
+        given = _clone(inputs)
+        call = calls.call(fn, given, ex.timeout, where)
+        problem = _call_problem(ex, call, where, label)
+        if problem is not None:
+            return problem
+        for key, value in inputs.items():
+            changed = _modified(value, given.get(key), key)
+            if changed:
                 return CheckResult(
                     ex.id,
                     FAIL,
-                    "numbers",
-                    "\n".join(lines),
-                    {"case": label, "max_error": max_err, "index": worst, "mistake": mistake},
+                    "in-place",
+                    f"your function modified its input '{changed}' in place on {where}; work on "
+                    f"a copy (e.g. {key} = {key}.clone()) or use out-of-place operations",
+                    {"case": label},
                 )
+        wrong = _compare(ex, inputs, call.value, want, where, label)
+        if wrong is not None:
+            return wrong
+    seen = ""
+    if ex.form:
+        from lintutor.course import forms
+
+        problem, extra = forms.check_form(ex, fn, calls)
+        if isinstance(problem, sandbox.Call):
+            return _call_problem(ex, problem, extra, "form check")
+        if problem:
+            return CheckResult(
+                ex.id, FAIL, "form", f"right numbers, wrong form: {problem}", {"form": ex.form}
+            )
+        seen = f"; {extra}, as asked"
     return CheckResult(
         ex.id,
         PASS,
         "pass",
-        f"{ex.title}: all {n_cases} cases match the reference (float64, rtol={ex.rtol:g}).",
+        f"{ex.title}: all {n_cases} cases match the reference (float64, rtol={ex.rtol:g}){seen}.",
         {"cases": n_cases},
     )
+
+
+def _as_dict(result: CheckResult) -> dict:
+    return {
+        "exercise": result.exercise,
+        "status": result.status,
+        "layer": result.layer,
+        "message": result.message,
+        "details": result.details,
+    }
+
+
+_CRASH_HINT = {
+    "SIGSEGV": "a crash in C code: memory read or written outside a tensor (a kernel's pointer "
+    "without a mask, or a C extension)",
+    "SIGBUS": "a crash in C code: memory read or written outside a tensor",
+    "SIGABRT": "an abort in C code: often memory written outside a tensor (a store without a "
+    "mask) that broke the allocator, or os.abort()",
+    "SIGKILL": "killed from outside (out of memory?)",
+}
+
+
+def _from_child(ex: Exercise, out: sandbox.ChildOutcome) -> CheckResult | None:
+    """The verdict from a check run in a child; None when it must run in this process."""
+    if out.kind == "result":
+        return CheckResult(**out.value)
+    if out.kind == "timeout":
+        return _timeout(ex, out.where, out.elapsed, stopped=True)
+    if out.kind == "died":
+        signame = out.status.removeprefix("killed by ")
+        why = _CRASH_HINT.get(signame, "os._exit(), or a C library that called exit()")
+        where = f"on {out.where}" if out.where else "right after a call of your function"
+        lines = [f"your function ended the process {where} ({out.status}): {why}"]
+        if out.output.strip():
+            lines.append("The process's last output:\n" + out.output.strip()[-600:])
+        return CheckResult(ex.id, FAIL, "exit", "\n".join(lines), {"status": out.status})
+    if out.kind == "error":
+        last = out.output.strip().splitlines()[-1] if out.output.strip() else "?"
+        return CheckResult(ex.id, FAIL, "internal", f"the checker itself failed: {last}")
+    return None  # "stuck" or "unavailable": check in this process
+
+
+def _with_meta(result: CheckResult, ex: Exercise) -> CheckResult:
+    meta = {"difficulty": ex.difficulty, "minutes": ex.minutes, "objective": ex.objective}
+    if any(meta.values()):
+        result.details["meta"] = meta
+    return result
 
 
 def log_result(result: CheckResult) -> None:

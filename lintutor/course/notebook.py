@@ -1,5 +1,6 @@
 """Notebook plumbing: the Colab set-up cell, finding exercise cells, the solved version of a
-lesson, where the lessons are, and `setup_notebook()` that every lesson calls once.
+lesson, where the lessons are, and `setup_notebook()` that every lesson calls once (it also
+watches the exercise cells, so that a check can say its cell failed: `watch_exercise_cells`).
 
 Convention (tests/course/test_notebooks.py enforces it): cell 0 is `COLAB_SETUP`; cell 1, tagged
 `imports`, imports what the lesson needs; an exercise is a code cell tagged `exercise:ID` that
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 
 # The course's address is set once, in pyproject.toml ([project.urls] Repository); this is the
 # same address for a copy of the package whose metadata cannot be read (tests/course/test_setup.py
@@ -88,7 +90,8 @@ EXERCISE_TAG = "exercise:"
 
 
 def setup_notebook(seed: int = 0, threads: int | None = None) -> None:
-    """Once per lesson: plotly renderer for this front end, a fixed seed, sane CPU threads."""
+    """Once per lesson: plotly renderer for this front end, a fixed seed, sane CPU threads, and
+    a watch on the exercise cells (so a check can say that its exercise cell failed)."""
     import torch
 
     from lintutor.plots import use_renderer
@@ -97,6 +100,78 @@ def setup_notebook(seed: int = 0, threads: int | None = None) -> None:
     torch.manual_seed(seed)
     if threads is not None:
         torch.set_num_threads(threads)
+    watch_exercise_cells()
+
+
+_DEF = re.compile(r"^(?:async[ \t]+)?def[ \t]+([A-Za-z_]\w*)[ \t]*\(", re.M)
+_CELL_RUNS: dict[str, dict] = {}  # exercise function name -> its cell's last run
+_UNBOUND = object()
+
+
+def watch_exercise_cells(ip=None) -> bool:
+    """In IPython, remember for each cell that defines an exercise's function (a top-level
+    `def NAME(`) how its last run went: a SyntaxError, or an exception before the function was
+    (re)defined, makes `check` report the cell's error instead of checking the function left
+    over from an earlier run. Registers pre/post_run_cell hooks once; False outside IPython."""
+    if ip is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return False
+        ip = get_ipython()
+    if ip is None:
+        return False
+    if getattr(ip, "_lintutor_watches_cells", False):
+        return True
+    from lintutor.course.exercises import all_exercises
+
+    names = {ex.name for ex in all_exercises().values()}
+    before: dict[str, object] = {}
+
+    def defined_here(source) -> set[str]:
+        return set(_DEF.findall(source or "")) & names
+
+    def pre_run_cell(info=None):
+        before.clear()
+        for name in defined_here(getattr(info, "raw_cell", "")):
+            before[name] = ip.user_ns.get(name, _UNBOUND)
+
+    def post_run_cell(result):
+        info = getattr(result, "info", None)
+        err = result.error_before_exec or result.error_in_exec
+        for name in defined_here(getattr(info, "raw_cell", "")):
+            now = ip.user_ns.get(name, _UNBOUND)
+            _CELL_RUNS[name] = {
+                "error": _describe_cell_error(err) if err else None,
+                "defined": now is not before.get(name, _UNBOUND),
+                "left": now,  # the function the failed run left behind (an older one)
+            }
+
+    ip.events.register("pre_run_cell", pre_run_cell)
+    ip.events.register("post_run_cell", post_run_cell)
+    ip._lintutor_watches_cells = True
+    return True
+
+
+def _describe_cell_error(err: BaseException) -> str:
+    if isinstance(err, SyntaxError):
+        text = (err.text or "").strip()
+        where = f" (line {err.lineno} of the cell)" if err.lineno else ""
+        return f"{type(err).__name__}: {err.msg}{where}" + (f":  {text}" if text else "")
+    from lintutor.course.checker import format_learner_exception
+
+    return format_learner_exception(err)
+
+
+def last_cell_run(name: str) -> dict | None:
+    """{"error": text or None, "defined": bool, "left": the function bound to `name` after it}
+    for the last run of the cell defining `name` in this IPython session (None outside IPython,
+    or when no such cell ran under `watch_exercise_cells`)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return _CELL_RUNS.get(name) if get_ipython() is not None else None
 
 
 def show(obj, title: str | None = None) -> None:

@@ -23,6 +23,7 @@ from lintutor.course.checker import (
     CheckResult,
     Exercise,
     _show,
+    _with_meta,
     log_result,
     run_check,
     solution_source,
@@ -64,21 +65,46 @@ def get(exercise_id: str) -> Exercise:
 
 
 def check(exercise_id: str, fn, *, show: bool = True) -> CheckResult:
-    """Grade `fn` for exercise `exercise_id`. Never raises; prints a verdict and returns it."""
+    """Grade `fn` for exercise `exercise_id`. Never raises; prints a verdict and returns it.
+
+    In a notebook, an exercise cell whose last run failed (a SyntaxError, or an error before
+    the function was defined) is reported as such instead of checking an older function.
+    Whatever the function raises (SystemExit and KeyboardInterrupt too) is a verdict; only the
+    learner's own interrupt of a check that runs in a child process stops the cell."""
     try:
         ex = get(exercise_id)
     except KeyError as err:
         result = CheckResult(str(exercise_id), FAIL, "id", str(err.args[0]))
     else:
         try:
-            result = run_check(ex, fn)
+            result = _cell_failed(ex, fn)
+            if result is None:
+                result = run_check(ex, fn)
         except Exception as err:  # a checker bug must not kill the learner's kernel
             result = CheckResult(ex.id, FAIL, "internal", f"the checker itself failed: {err!r}")
+        except KeyboardInterrupt:  # the stop button, while the check ran in a child: stop
+            raise
+        except BaseException as err:  # noqa: BLE001 (check never raises)
+            result = CheckResult(ex.id, FAIL, "exit", f"the check was interrupted: {err!r}")
     log_result(result)
     record_check(result)  # the workspace's progress file, when the lesson runs in one
     if show:
         _show(result)
     return result
+
+
+def _cell_failed(ex: Exercise, fn) -> CheckResult | None:
+    from lintutor.course.notebook import last_cell_run, watch_exercise_cells
+
+    watch_exercise_cells()  # from now on, if setup_notebook did not already
+    run = last_cell_run(ex.name)
+    if not run or not run["error"] or run["defined"] or run["left"] is not fn:
+        return None  # the cell ran, or defined the function, or fn is another function
+    msg = (
+        f"your exercise cell did not run, so {ex.name} was not (re)defined:\n{run['error']}\n"
+        "Fix it and run that cell again, then this one."
+    )
+    return _with_meta(CheckResult(ex.id, FAIL, "cell", msg), ex)
 
 
 def hint(exercise_id: str, level: int = 1) -> str:
