@@ -137,6 +137,7 @@ def _full_ignores_causal(q, k, v, **_):
 EX_01_2 = Exercise(
     id="01.2",
     title="softmax attention with a causal mask",
+    form="no loop over t",
     reference=ref.softmax_attention,
     make_inputs=_full_inputs,
     named_sizes=cases(

@@ -47,6 +47,7 @@ def _elu_softplus(x):
 EX_02_1 = Exercise(
     id="02.1",
     title="the elu+1 feature map",
+    form="no loop over t",
     reference=fm.elu1,
     make_inputs=_elu_inputs,
     named_sizes=cases(
@@ -123,6 +124,7 @@ def _la_ignores_flag(q, k, v, eps=1e-6, **_):
 EX_02_2 = Exercise(
     id="02.2",
     title="non-causal linear attention with the normalizer",
+    form="linear",
     reference=ref.linear_attention,
     make_inputs=_la_inputs,
     named_sizes=cases(

@@ -118,6 +118,7 @@ def _rec_sees_future(q, k, v, normalize=True, initial_state=None, eps=1e-6, **_)
 EX_03_1 = Exercise(
     id="03.1",
     title="causal linear attention, recurrent form",
+    form="recurrent",
     reference=ref.causal_linear_attention_recurrent,
     make_inputs=_inputs,
     named_sizes=NAMED,
@@ -205,6 +206,7 @@ def _par_unmasked_normalizer(q, k, v, normalize=True, initial_state=None, eps=1e
 EX_03_2 = Exercise(
     id="03.2",
     title="causal linear attention, parallel (masked) form",
+    form="parallel",
     reference=ref.causal_linear_attention_parallel,
     make_inputs=_inputs,
     named_sizes=NAMED,
@@ -307,6 +309,7 @@ def _chunk_drops_last_partial(q, k, v, normalize=True, initial_state=None, eps=1
 EX_03_3 = Exercise(
     id="03.3",
     title="causal linear attention, chunked form",
+    form="chunked",
     reference=ref.causal_linear_attention_chunked,
     make_inputs=_inputs,
     named_sizes=NAMED_CHUNKED,

@@ -90,6 +90,7 @@ def _rec_gate_on_values(q, k, v, g):
 EX_04_1 = Exercise(
     id="04.1",
     title="gated causal linear attention, recurrent",
+    form="recurrent",
     reference=ref.gated_linear_attention_recurrent,
     make_inputs=_gated_inputs,
     named_sizes=GATED_SIZES,
@@ -234,6 +235,7 @@ def _par_normalized(q, k, v, g):
 EX_04_3 = Exercise(
     id="04.3",
     title="gated causal linear attention, decay-masked parallel form",
+    form="parallel",
     reference=ref.gated_linear_attention_parallel,
     make_inputs=_gated_inputs,
     named_sizes=GATED_SIZES,
@@ -425,6 +427,7 @@ def _chk_drops_last_partial(q, k, v, g, initial_state=None, chunk_size=64, **_):
 EX_04_4 = Exercise(
     id="04.4",
     title="gated causal linear attention, chunked form",
+    form="chunked",
     reference=ref.gated_linear_attention_chunked,
     make_inputs=_chunked_inputs,
     named_sizes=CHUNKED_SIZES,

@@ -87,6 +87,7 @@ def _scan_no_delta_on_A(x, delta, A, B, C, D, discretization="simple"):
 EX_05_1 = Exercise(
     id="05.1",
     title="Mamba's selective scan",
+    form="recurrent",
     reference=ref.selective_scan_recurrent,
     make_inputs=_ssm_inputs,
     named_sizes=SSM_SIZES,
