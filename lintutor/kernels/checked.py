@@ -1,30 +1,52 @@
 """A checked launcher for learners' Triton kernels, and plain-language Triton errors (lesson 08).
 
-`checked_launch(kernel, grid, *args)` launches `kernel[grid](*args)` on copies of the tensor
-arguments that sit inside guard-padded buffers:
+`checked_launch(kernel, grid, *args, outputs=("out",), **kwargs)` runs `kernel[grid](*args,
+**kwargs)` and reports what went wrong, naming the tensor, the offsets (relative to its first
+element) and the program (x, y, z):
 
-    [ guard (NaN) | the tensor's elements | guard (NaN) ]
+- in Triton's CPU interpreter, every load, store and atomic is checked against the elements of
+  the tensor arguments before it happens: an access outside them, at any distance (or between
+  the elements of a strided view), raises KernelCheckError and never touches the memory, so a
+  missing mask is a message, not a corrupted heap (`free(): invalid pointer`);
+- on a GPU the kernel runs on copies that sit inside guard bands of max(GUARD, numel) elements
+  on each side, filled with a bit pattern (a NaN for floats): a changed guard is an
+  out-of-bounds write; an output that changes when the guards hold another pattern read one;
+  the program is found by a binary search over grids cut short. A write further away than the
+  guard band is not seen there;
+- outputs (`outputs=`, the names of the kernel's output arguments) start filled with the
+  pattern, so elements that no program wrote are reported, for integer outputs too;
+- copies keep each tensor's strides (a transposed or sliced view stays one), so a kernel that
+  takes strides as arguments sees the layout it was given.
 
-- an out-of-bounds write changes a guard: reported with the tensor, the offsets (relative to
-  the tensor's first element) and the program that wrote them;
-- an out-of-bounds read loads a NaN guard, which shows up as NaN in an output: reported with
-  the output, the NaN offsets and the program (a read whose value the store masks away never
-  reaches memory and is harmless, so it is not reported);
-- outputs start as NaN too (`outputs=`), so elements that no program wrote are reported.
-
-The program is found without touching Triton's internals: the launch is repeated on fresh
-buffers with the grid cut short (only programs 0..n-1 along the slowest axis, then the next),
-and a binary search finds the first program whose launch shows the problem. This works in the
-interpreter and on a GPU alike. Results are copied back into the caller's tensors.
+`checking_launches()` sends every launch inside it (`kernel[grid](...)` of any Triton kernel)
+through `checked_launch` with no named outputs; the exercise checker uses it while a learner's
+function runs. On success the outputs are copied back into the caller's tensors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
+import numpy as np
 import torch
+from triton.runtime.interpreter import InterpretedFunction
+from triton.runtime.jit import JITFunction
 
-GUARD = 1024
+GUARD = 1 << 16  # elements of guard band on each side of a copy, on a GPU (at least numel)
+_GUARDS_IN_INTERPRETER = False  # tests set it to run the GPU strategy in the interpreter
+
+# the real launches, taken before `checking_launches` (or anything else) patches them
+_RUN = {JITFunction: JITFunction.run, InterpretedFunction: InterpretedFunction.run}
+
+# two fill patterns per element size: NaNs for floats (a read of a guard spreads NaN)
+_PATTERNS = {
+    8: (0x7FF8DEADBEEF0001, 0x7FF80BADF00D0002),
+    4: (0x7FC0DEAD, 0x7FC00BAD),
+    2: (0x7FDA, 0x7FD5),
+    1: (0xA5, 0x5A),
+}
+_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 class KernelCheckError(RuntimeError):
@@ -69,57 +91,421 @@ def explain_error(err: BaseException, kernel=None) -> str | None:
     return None
 
 
-def _sentinel_bits(dtype):
-    return torch.full((1,), float("nan"), dtype=dtype).view(_int_view(dtype))[0]
+# --- tensors and their copies -----------------------------------------------------------------
 
 
-def _int_view(dtype):
-    return {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
+def _pattern(dtype: torch.dtype, which: int) -> int:
+    size = dtype.itemsize
+    if size not in _PATTERNS:
+        raise KernelCheckError(f"the checked launcher does not handle {dtype} tensors")
+    value = _PATTERNS[size][which]
+    return value - (1 << (8 * size)) if value >= 1 << (8 * size - 1) else value
 
 
-def _guarded(x: torch.Tensor, poison: bool):
-    """A NaN-guarded contiguous copy of x: (buffer, view of the tensor part)."""
-    buf = torch.full((x.numel() + 2 * GUARD,), float("nan"), dtype=x.dtype, device=x.device)
-    body = buf[GUARD : GUARD + x.numel()].view(x.shape)
-    if not poison:
-        body.copy_(x)
-    return buf, body
+def _bits(x: torch.Tensor) -> torch.Tensor:
+    return x.view(_INT[x.dtype.itemsize])
 
 
-def _launch(kernel, grid, args, kwargs, names, fill):
-    """Launch on fresh guarded copies; fill: {name: value} pre-fills outputs (NaN = poison).
+def _dense(x: torch.Tensor) -> bool:
+    """Whether x's elements fill its extent with no gaps and no overlaps (any dim order)."""
+    expected = 1
+    for stride, n in sorted((s, n) for n, s in zip(x.shape, x.stride()) if n != 1):
+        if stride != expected:
+            return False
+        expected *= n
+    return True
 
-    Returns {argument index: (buffer, body)}."""
-    bufs, call = {}, []
-    for i, a in enumerate(args):
-        if isinstance(a, torch.Tensor) and a.is_floating_point():
-            buf, body = _guarded(a, poison=names[i] in fill)
-            if names[i] in fill:
-                body.fill_(fill[names[i]])
-            bufs[i] = (buf, body)
-            call.append(body)
+
+def _extent(x: torch.Tensor) -> int:
+    """Elements from a tensor's first element to its last one, gaps included."""
+    if x.numel() == 0:
+        return 0
+    return 1 + sum((n - 1) * s for n, s in zip(x.shape, x.stride()))
+
+
+class _Arg:
+    """One tensor argument: the caller's tensor and the tensor the kernel gets (`body`: the
+    tensor itself, or a copy with its strides inside a buffer with `guard` elements of fill
+    pattern `pattern` on each side; `poison`: the copy's elements hold pattern 0 instead of the
+    tensor's values)."""
+
+    def __init__(self, key, name, tensor, guard=0, pattern=0, poison=False, device=None, copy=True):
+        self.key, self.name, self.tensor, self.guard = key, name, tensor, guard
+        self.overlap = torch._debug_has_internal_overlap(tensor) == 1 or any(
+            n > 1 and st == 0 for n, st in zip(tensor.shape, tensor.stride())
+        )  # an expanded tensor (2, "too hard to tell", is what strided views get)
+        self.extent = _extent(tensor)
+        self.buf, self.body = None, tensor
+        if not copy:
+            return
+        buf = torch.empty(self.extent + 2 * guard, dtype=tensor.dtype, device=device)
+        _bits(buf).fill_(_pattern(tensor.dtype, pattern))
+        self.buf = buf
+        self.body = buf.as_strided(tensor.shape, tensor.stride(), guard)
+        if poison:
+            _bits(self.body).fill_(_pattern(tensor.dtype, 0))
+        elif self.overlap:  # an expanded tensor: copy the memory it spans as it is
+            region = tensor.as_strided((self.extent,), (1,), tensor.storage_offset())
+            buf[guard : guard + self.extent].copy_(region)
         else:
-            call.append(a)
-    kernel[grid](*call, **kwargs)
-    return bufs
+            self.body.copy_(tensor)
+
+    def offsets(self) -> torch.Tensor:
+        """Element offsets (strides applied) of the tensor's elements, in its own order."""
+        t = self.tensor
+        out = torch.zeros((), dtype=torch.int64, device=self.body.device)
+        for dim, (n, s) in enumerate(zip(t.shape, t.stride())):
+            shape = [1] * t.dim()
+            shape[dim] = n
+            out = out + torch.arange(n, device=self.body.device).reshape(shape) * s
+        return out.reshape(-1)
+
+    def outside(self) -> torch.Tensor:
+        """Offsets (relative to the first element) of the buffer's elements that are not the
+        tensor's own: the guard bands and the gaps between a strided view's elements."""
+        own = torch.zeros(self.buf.numel(), dtype=torch.bool, device=self.buf.device)
+        if self.tensor.numel():
+            own[self.guard + self.offsets()] = True
+        return torch.nonzero(~own).flatten() - self.guard
+
+    def unwritten(self) -> list[int]:
+        """Offsets of the body's elements that still hold fill pattern 0."""
+        flat = _bits(self.body).contiguous().reshape(-1)
+        idx = torch.nonzero(flat == _pattern(self.tensor.dtype, 0)).flatten()
+        return self.offsets()[idx].cpu().tolist() if len(idx) else []
 
 
-def _guard_writes(bufs, names) -> dict[str, list[int]]:
-    """{tensor name: offsets (relative to its first element) of guard elements that changed}."""
+def _tensor_args(args, kwargs, names):
+    """(key, name, tensor) for every tensor argument, positional (key: index) or keyword."""
+    out = [(i, names[i], a) for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    out += [(k, k, v) for k, v in kwargs.items() if isinstance(v, torch.Tensor)]
+    return out
+
+
+def _substitute(args, kwargs, tensors):
+    call, call_kw = list(args), dict(kwargs)
+    for arg in tensors:
+        if isinstance(arg.key, int):
+            call[arg.key] = arg.body
+        else:
+            call_kw[arg.key] = arg.body
+    return call, call_kw
+
+
+def _names(kernel, n: int) -> list[str]:
+    names = list(getattr(kernel, "arg_names", None) or [])
+    return names + [f"arg{i}" for i in range(len(names), n)]
+
+
+def _raw_run(kernel, grid, args, kwargs):
+    """The launch itself, past any patched `run` (checking_launches)."""
+    for cls in type(kernel).__mro__:
+        if cls in _RUN:
+            return _RUN[cls](kernel, *args, grid=grid, warmup=False, **kwargs)
+    return kernel[grid](*args, **kwargs)
+
+
+def _grid_tuple(grid, names, args, kwargs):
+    if callable(grid):
+        meta = dict(zip(names, args))
+        meta.update(kwargs)
+        grid = grid(meta)
+    grid = tuple(int(g) for g in grid)
+    return grid + (1,) * (3 - len(grid))
+
+
+def _span(offs) -> str:
+    offs = sorted(int(o) for o in offs)
+    if len(offs) <= 6:
+        return str(offs)
+    return f"{offs[0]}..{offs[-1]} ({len(offs)} elements)"
+
+
+def _oob(kind: str, arg: _Arg, offs, program) -> KernelCheckError:
+    n = arg.tensor.numel()
+    between = all(0 <= o < arg.extent for o in offs)
+    where = " (between its elements: check the strides)" if between else ""
+    if kind == "read":
+        return KernelCheckError(
+            f"out-of-bounds read of '{arg.name}' (numel {n}): a load at offsets {_span(offs)} "
+            f"relative to its first element{where}, by program {program}. Mask the load "
+            "(mask=offs < n, other=0.0)."
+        )
+    return KernelCheckError(
+        f"out-of-bounds write to '{arg.name}' (numel {n}) by program {program}: a store at "
+        f"offsets {_span(offs)} relative to its first element{where}. Mask the store "
+        "(mask=offs < n)."
+    )
+
+
+def _unwrap(err: BaseException) -> BaseException:
+    """The KernelCheckError inside the interpreter's InterpreterError, if there is one."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, KernelCheckError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return err
+
+
+# --- the interpreter: every access checked before it happens ----------------------------------
+
+
+class _Bounds:
+    """The elements of the tensors a launch gets, as address ranges; `check` raises on an
+    access outside all of them."""
+
+    def __init__(self, args: list[_Arg]):
+        self.args = []
+        for a in args:
+            t = a.body
+            size = t.element_size()
+            dense = _dense(t)
+            self.args.append((a, t.data_ptr(), size, dense))
+
+    def _valid(self, arg, base, size, dense, addrs):
+        rel = addrs.astype(np.int64) - np.int64(base)
+        offs = rel // size
+        ok = (rel % size == 0) & (offs >= 0) & (offs < arg.extent)
+        if dense or not ok.any():
+            return ok, offs
+        rem = offs.copy()
+        t = arg.body
+        dims = sorted(
+            ((s, n) for n, s in zip(t.shape, t.stride()) if n > 1 and s > 0), reverse=True
+        )
+        for s, n in dims:
+            i = np.minimum(rem // s, n - 1)
+            rem = rem - i * s
+        return ok & (rem == 0), offs
+
+    def check(self, kind, ptrs, mask, program):
+        addrs = np.asarray(ptrs.data)
+        if mask is not None:
+            keep = np.broadcast_to(np.asarray(mask.data, dtype=bool), addrs.shape)
+            addrs = addrs[keep]
+        addrs = addrs.reshape(-1).astype(np.uint64)
+        if addrs.size == 0:
+            return
+        valid = np.zeros(addrs.shape, dtype=bool)
+        hits = []
+        for entry in self.args:
+            ok, _ = self._valid(*entry, addrs)
+            valid |= ok
+            hits.append(int(ok.sum()))
+        if valid.all():
+            return
+        bad = addrs[~valid]
+        if not self.args:
+            raise KernelCheckError(f"a {kind} at an address that is in no tensor argument")
+        if max(hits) > 0:  # the tensor the access's other lanes are in (a block past its end)
+            arg, base, size, _ = self.args[int(np.argmax(hits))]
+        else:  # every lane is outside: the tensor nearest to the first one
+            first = int(bad[0])
+
+            def distance(entry):
+                arg, base, size, _ = entry
+                hi = base + max(arg.extent, 1) * size
+                return 0 if base <= first < hi else min(abs(first - base), abs(first - hi))
+
+            arg, base, size, _ = min(self.args, key=distance)
+        offs = sorted({(int(a) - base) // size for a in bad})
+        raise _oob(kind, arg, offs, program)
+
+
+@contextlib.contextmanager
+def _checked_accesses(bounds: _Bounds):
+    from triton.runtime import interpreter
+
+    b = interpreter.interpreter_builder
+    names = ("create_masked_load", "create_masked_store", "create_atomic_rmw", "create_atomic_cas")
+    saved = {n: b.__dict__[n] for n in names if n in b.__dict__}
+    load, store = b.create_masked_load, b.create_masked_store
+    rmw, cas = b.create_atomic_rmw, b.create_atomic_cas
+
+    def program():
+        return tuple(int(i) for i in b.grid_idx)
+
+    def masked_load(ptrs, mask, *rest, **kw):
+        bounds.check("read", ptrs, mask, program())
+        return load(ptrs, mask, *rest, **kw)
+
+    def masked_store(ptrs, value, mask, *rest, **kw):
+        bounds.check("write", ptrs, mask, program())
+        return store(ptrs, value, mask, *rest, **kw)
+
+    def atomic_rmw(op, ptr, val, mask, *rest, **kw):
+        bounds.check("write", ptr, mask, program())
+        return rmw(op, ptr, val, mask, *rest, **kw)
+
+    def atomic_cas(ptr, cmp, val, *rest, **kw):
+        bounds.check("write", ptr, None, program())
+        return cas(ptr, cmp, val, *rest, **kw)
+
+    b.create_masked_load, b.create_masked_store = masked_load, masked_store
+    b.create_atomic_rmw, b.create_atomic_cas = atomic_rmw, atomic_cas
+    try:
+        yield
+    finally:
+        for n in names:
+            if n in saved:
+                setattr(b, n, saved[n])
+            else:
+                b.__dict__.pop(n, None)
+
+
+# --- the launch --------------------------------------------------------------------------------
+
+
+def checked_launch(kernel, grid, *args, outputs=("out",), **kwargs):
+    """Run `kernel[grid](*args, **kwargs)` with bounds checks and report what went wrong.
+
+    outputs: names of the kernel's output arguments, every element of which must be written
+    (None: no such check, every tensor argument may be written). Raises KernelCheckError naming
+    the tensor, the offsets and the program (x, y, z); translates known cryptic errors (see
+    `explain_error`). On success what the kernel wrote is copied into `args`.
+    """
+    names = _names(kernel, len(args))
+    outputs = tuple(outputs or ())
+    missing = [o for o in outputs if o not in names[: len(args)]]
+    if missing:
+        raise ValueError(f"outputs {missing} are not arguments of the kernel: {names[: len(args)]}")
+    g = _grid_tuple(grid, names, args, kwargs)
+    try:
+        if isinstance(kernel, InterpretedFunction) and not _GUARDS_IN_INTERPRETER:
+            tensors = _run_interpreted(kernel, g, args, kwargs, names, outputs)
+        else:
+            tensors = _run_guarded(kernel, g, args, kwargs, names, outputs)
+    except KernelCheckError:
+        raise
+    except Exception as err:
+        inner = _unwrap(err)
+        if isinstance(inner, KernelCheckError):
+            raise KernelCheckError(str(inner)) from None
+        hint = explain_error(err, kernel)
+        if hint is not None:
+            raise KernelCheckError(
+                f"{hint}\n(the original error: {type(err).__name__}: {err})"
+            ) from None
+        raise
+    for arg in tensors:  # what the kernel wrote (outputs, or anything when none are named)
+        if arg.body is not arg.tensor and not arg.overlap and (not outputs or arg.name in outputs):
+            arg.tensor.copy_(arg.body)
+
+
+def _run_interpreted(kernel, g, args, kwargs, names, outputs) -> list[_Arg]:
+    """The interpreter reads and writes CPU memory directly: check every access against the
+    tensors it was given (outputs are poisoned copies, CPU tensors are used as they are)."""
+    tensors = []
+    for key, name, t in _tensor_args(args, kwargs, names):
+        out = name in outputs
+        copy = out or t.device.type != "cpu"
+        tensors.append(_Arg(key, name, t, guard=16, poison=out, device="cpu", copy=copy))
+    call, call_kw = _substitute(args, kwargs, tensors)
+    with _checked_accesses(_Bounds(tensors)):
+        _raw_run(kernel, g, call, call_kw)
+    _report_unwritten(tensors, outputs)
+    return tensors
+
+
+def _report_unwritten(tensors, outputs) -> None:
+    for arg in tensors:
+        if arg.name in outputs:
+            offs = arg.unwritten()
+            if offs:
+                raise KernelCheckError(
+                    f"'{arg.name}' has {len(offs)} of {arg.tensor.numel()} elements that no "
+                    f"program wrote (offsets {_span(offs)}): the grid is too small, or a store "
+                    "is masked too much."
+                )
+
+
+def _guarded_launch(kernel, g, args, kwargs, names, outputs, patterns):
+    """Launch on fresh guarded copies; patterns: {argument name: guard pattern 0 or 1}."""
+    tensors = [
+        _Arg(
+            key,
+            name,
+            t,
+            guard=max(GUARD, t.numel()),
+            pattern=patterns.get(name, 0),
+            poison=name in outputs,
+            device=t.device,
+        )
+        for key, name, t in _tensor_args(args, kwargs, names)
+    ]
+    call, call_kw = _substitute(args, kwargs, tensors)
+    _raw_run(kernel, g, call, call_kw)
+    return tensors
+
+
+def _guard_writes(tensors, patterns) -> dict[str, list[int]]:
+    """{tensor name: offsets of guard or gap elements that no longer hold their pattern}."""
     found = {}
-    for i, (buf, body) in bufs.items():
-        n = body.numel()
-        bits = buf.view(_int_view(buf.dtype)).cpu()
-        idx = torch.cat([torch.arange(GUARD), torch.arange(GUARD + n, 2 * GUARD + n)])
-        changed = idx[bits[idx] != _sentinel_bits(buf.dtype)] - GUARD
+    for arg in tensors:
+        outside = arg.outside()
+        if not len(outside):
+            continue
+        vals = _bits(arg.buf)[outside + arg.guard]
+        changed = outside[vals != _pattern(arg.tensor.dtype, patterns.get(arg.name, 0))]
         if len(changed):
-            found[names[i]] = changed.tolist()
+            found[arg.name] = changed.cpu().tolist()
     return found
 
 
-def _nan_offsets(bufs, names, tensor) -> list[int]:
-    body = bufs[names.index(tensor)][1]
-    return torch.nonzero(torch.isnan(body.reshape(-1))).flatten().cpu().tolist()
+def _differences(a, b) -> list[tuple[str, list[int]]]:
+    """(name, offsets) of the tensors whose elements differ bit for bit between two launches."""
+    diff = []
+    for x, y in zip(a, b):
+        bx = _bits(x.body).contiguous().reshape(-1)
+        by = _bits(y.body).contiguous().reshape(-1)
+        idx = torch.nonzero(bx != by).flatten()
+        if len(idx):
+            diff.append((x.name, x.offsets()[idx].cpu().tolist()))
+    return diff
+
+
+def _run_guarded(kernel, g, args, kwargs, names, outputs) -> list[_Arg]:
+    """On a GPU: guard bands, two fill patterns, and a binary search for the program."""
+    owners = {}
+    for _, name, t in _tensor_args(args, kwargs, names):
+        if t.numel():
+            key = t.untyped_storage().data_ptr()
+            if key in owners:
+                raise KernelCheckError(
+                    f"arguments '{owners[key]}' and '{name}' share memory: the checked launcher "
+                    "copies each tensor into its own guarded buffer, so pass separate tensors "
+                    "(or launch without the check)."
+                )
+            owners[key] = name
+
+    def launch(grid, patterns=None):
+        return _guarded_launch(kernel, grid, args, kwargs, names, outputs, patterns or {})
+
+    first = launch(g)
+    writes = _guard_writes(first, {})
+    if writes:
+        name, offs = next(iter(writes.items()))
+        arg = next(a for a in first if a.name == name)
+        pid = _first_program(g, lambda gg: name in _guard_writes(launch(gg), {}))
+        raise _oob("write", arg, offs, pid)
+    every = {a.name: 1 for a in first}
+    if _differences(first, launch(g, every)):  # some output depends on a guard: find whose
+        for arg in first:
+            patterns = {arg.name: 1}
+            diff = _differences(first, launch(g, patterns))
+            if diff:
+                name, offs = diff[0]
+                pid = _first_program(
+                    g, lambda gg, p=patterns: bool(_differences(launch(gg), launch(gg, p)))
+                )
+                raise KernelCheckError(
+                    f"out-of-bounds read of '{arg.name}' (numel {arg.tensor.numel()}): "
+                    f"'{name}' at offsets {_span(offs)} depends on memory outside it, first "
+                    f"from program {pid}. Mask the load (mask=offs < n, other=0.0)."
+                )
+    _report_unwritten(first, outputs)  # after the reads: a read guard looks unwritten
+    return first
 
 
 def _first_program(grid, shows) -> tuple[int, int, int]:
@@ -139,81 +525,37 @@ def _first_program(grid, shows) -> tuple[int, int, int]:
     return pid[0], pid[1], pid[2]
 
 
-def _grid_tuple(grid, kwargs):
-    if callable(grid):
-        grid = grid(kwargs)
-    grid = tuple(int(g) for g in grid)
-    return grid + (1,) * (3 - len(grid))
+@contextlib.contextmanager
+def checking_launches():
+    """Inside it, every Triton launch (`kernel[grid](...)`) goes through `checked_launch`
+    with no named outputs, so an out-of-bounds access is a KernelCheckError.
 
+    A kernel defined inside the function that launches it is a new object on every call, and
+    Triton keeps compiled kernels per object: inside this context the first object made from
+    the same code is launched instead, so a GPU compiles it once, not once per call."""
+    saved = {cls: cls.__dict__["run"] for cls in _RUN}
+    built: dict = {}
 
-def checked_launch(kernel, grid, *args, outputs=("out",), **kwargs):
-    """Run `kernel[grid](*args, **kwargs)` on guard-padded copies and report what went wrong.
+    def run(self, *args, grid, warmup, **kwargs):
+        fn = getattr(self, "fn", None)
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            self = built.setdefault((type(self), code, id(fn.__globals__)), self)
+        if warmup:
+            return _raw_run_warmup(self, args, grid, kwargs)
+        return checked_launch(self, grid, *args, outputs=None, **kwargs)
 
-    outputs: names of the kernel's output arguments; every element must be written. Raises
-    KernelCheckError naming the tensor, the offsets and the program (x, y, z); translates known
-    cryptic errors (see `explain_error`). On success the outputs are copied into `args`.
-    """
-    names = list(getattr(kernel, "arg_names", []))
-    names += [f"arg{i}" for i in range(len(names), len(args))]
-    missing = [o for o in outputs if o not in names[: len(args)]]
-    if missing:
-        raise ValueError(f"outputs {missing} are not arguments of the kernel: {names[: len(args)]}")
-    for i, a in enumerate(args):
-        if isinstance(a, torch.Tensor) and names[i] not in outputs and torch.isnan(a).any():
-            raise ValueError(f"input '{names[i]}' contains NaN: the read check needs finite inputs")
-    g = _grid_tuple(grid, kwargs)
-    poison = {o: float("nan") for o in outputs}
-    marker = {o: 0.0 for o in outputs}
+    for cls in _RUN:
+        cls.run = run
     try:
-        bufs = _launch(kernel, g, args, kwargs, names, poison)
-    except Exception as err:
-        hint = explain_error(err, kernel)
-        if hint is not None:
-            raise KernelCheckError(
-                f"{hint}\n(the original error: {type(err).__name__}: {err})"
-            ) from None
-        raise
-    writes = _guard_writes(bufs, names)
-    if writes:
-        tensor, offs = next(iter(writes.items()))
-        n = bufs[names.index(tensor)][1].numel()
-        pid = _first_program(g, lambda gg: tensor in _guard_writes(
-            _launch(kernel, gg, args, kwargs, names, poison), names))  # fmt: skip
-        raise KernelCheckError(
-            f"out-of-bounds write to '{tensor}' (numel {n}) by program {pid}: offsets "
-            f"{_span(offs)} relative to its first element. Mask the store (mask=offs < n)."
-        )
-    for tensor in outputs:
-        if not _nan_offsets(bufs, names, tensor):
-            continue
-        # outputs pre-filled with 0: a NaN now was computed from a NaN guard (an out-of-bounds read)
-        read = _nan_offsets(_launch(kernel, g, args, kwargs, names, marker), names, tensor)
-        if read:
-
-            def reads(gg, tensor=tensor):
-                return bool(
-                    _nan_offsets(_launch(kernel, gg, args, kwargs, names, marker), names, tensor)
-                )
-
-            pid = _first_program(g, reads)
-            raise KernelCheckError(
-                f"out-of-bounds read: '{tensor}' got NaN at offsets {_span(read)}, first from "
-                f"program {pid}, computed from a value outside an input tensor. Mask the loads "
-                "(mask=offs < n, other=0.0)."
-            )
-        offs = _nan_offsets(bufs, names, tensor)
-        n = bufs[names.index(tensor)][1].numel()
-        raise KernelCheckError(
-            f"'{tensor}' has {len(offs)} of {n} elements that no program wrote (offsets "
-            f"{_span(offs)}): the grid is too small, or a store is masked too much."
-        )
-    for i, (_, body) in bufs.items():
-        if names[i] in outputs:
-            args[i].copy_(body.view(args[i].shape))
+        yield
+    finally:
+        for cls, original in saved.items():
+            cls.run = original
 
 
-def _span(offs) -> str:
-    offs = sorted(offs)
-    if len(offs) <= 6:
-        return str(offs)
-    return f"{offs[0]}..{offs[-1]} ({len(offs)} elements)"
+def _raw_run_warmup(kernel, args, grid, kwargs):
+    for cls in type(kernel).__mro__:
+        if cls in _RUN:
+            return _RUN[cls](kernel, *args, grid=grid, warmup=True, **kwargs)
+    return None
