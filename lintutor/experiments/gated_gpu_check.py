@@ -1,7 +1,7 @@
 """One GPU call for the gated kernels (lesson 08): their tests, the forward sweep, the benchmark.
 
-    python -m lintutor.experiments.gated_gpu_check --out DIR [--tests-s 150] [--tune-s 180]
-                                                   [--bench-s 210] [--quick]
+    python -m lintutor.experiments.gated_gpu_check --out DIR [--tests-s 120] [--tune-s 170]
+                                                   [--bench-s 200] [--quick]
 
 Three parts, each with its own time budget, in this order (the later ones time the GPU, so
 nothing runs beside them):
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -49,11 +50,14 @@ def run_tests(out_dir: str, budget_s: float, log=print) -> dict:
         pass
     t0 = time.perf_counter()
     path = os.path.join(out_dir, "tests.log")
-    with open(path, "w") as fh:
+    with open(path, "w") as fh:  # its own process group: at the budget the workers go too
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
         try:
-            rc = subprocess.run(cmd, cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                timeout=budget_s).returncode  # fmt: skip
+            rc = proc.wait(timeout=budget_s)
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
             rc = "timeout"
     with open(path) as fh:
         lines = [line.rstrip() for line in fh if line.strip()]
@@ -77,9 +81,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lintutor.experiments.gated_gpu_check",
                                 description=__doc__.split("\n")[0])  # fmt: skip
     p.add_argument("--out", required=True, help="folder for the logs and JSON results")
-    p.add_argument("--tests-s", type=float, default=150, help="time budget of the tests (s)")
-    p.add_argument("--tune-s", type=float, default=180, help="time budget of the sweep (s)")
-    p.add_argument("--bench-s", type=float, default=210, help="time budget of the benchmark (s)")
+    p.add_argument("--tests-s", type=float, default=120, help="time budget of the tests (s)")
+    p.add_argument("--tune-s", type=float, default=170, help="time budget of the sweep (s)")
+    p.add_argument("--bench-s", type=float, default=200, help="time budget of the benchmark (s)")
     p.add_argument("--quick", action="store_true", help="benchmark T = 1K and 16K only")
     p.add_argument("--skip", nargs="*", default=[], choices=["tests", "tune", "bench"],
                    help="parts to leave out")  # fmt: skip

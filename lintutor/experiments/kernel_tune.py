@@ -308,7 +308,8 @@ def forward_winners(result: dict, sms: int) -> dict:
                 n = max(len(v) for v in by.values())
                 (C, BE, w, s, ev), _ = min(((k, v) for k, v in by.items() if len(v) == n),
                                            key=lambda kv: _geomean(kv[1].values()))  # fmt: skip
-                out[str((D, D, gated, False))] = dict(C=C, BE=BE, warps=w, stages=s, ppsm=1,
+                ppsm = 1 if D >= 128 else 2  # used only where the grid is short: as before
+                out[str((D, D, gated, False))] = dict(C=C, BE=BE, warps=w, stages=s, ppsm=ppsm,
                                                       split=1, evict=ev)  # fmt: skip
             long = [r for r in mine if r["few"]]
             if long:

@@ -370,11 +370,12 @@ def _f(x, w=7, p=3):
 def gated_table(result: dict | str | None = None) -> str:
     """A plain-text table of a gated run: forwards, forward+backward, decode."""
     result = summarize_gated(load(result, default=GATED))
+    floors = {r["D"]: r["floor_gated_fwd_ms"] for r in result["rows"]}
     lines = [
-        f"gated fwd ms (floor {result['rows'][0]['floor_gated_fwd_ms']:.3f} at D=128); plain fwd "
-        f"(floor {result['floor_fwd_ms']:.3f}); fwd+bwd ms (floor {result['floor_fwdbwd_ms']:.3f})"
-        if result["rows"]
-        else "no rows",
+        "gated fwd ms (floor "
+        + ", ".join(f"{v:.3f} at D={D}" for D, v in sorted(floors.items()))
+        + f"); plain fwd (floor {result['floor_fwd_ms']:.3f}); fwd+bwd ms (plain floor "
+        f"{result['floor_fwdbwd_ms']:.3f})",
         f"{'D':>4} {'T':>6} | {'ours':>7} {'fla_c':>7} {'fla_fc':>7} {'/fla':>5} {'floor':>5} | "
         f"{'plain':>7} {'floor':>5} | {'ours_g':>7} {'ours':>7} {'fla_c':>7} {'fla_fcg':>7} "
         f"{'/fla_c':>6} {'/ours':>5}",

@@ -211,3 +211,14 @@ def test_gated_gpu_check_without_a_gpu_says_so(capsys):
         pytest.skip("a GPU is present")
     assert gated_gpu_check.main(["--out", "unused"]) == 1
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_gpu_check_runs_the_tests_in_their_own_group_and_stops_them_at_the_budget(
+    tmp_path, monkeypatch
+):
+    slow = tmp_path / "test_slow.py"
+    slow.write_text("import time\n\ndef test_slow():\n    time.sleep(60)\n")
+    monkeypatch.setattr(gated_gpu_check, "TESTS", [str(slow)])
+    out = gated_gpu_check.run_tests(str(tmp_path), budget_s=4, log=lambda *_: None)
+    assert out["rc"] == "timeout" and out["seconds"] < 30
+    assert (tmp_path / "tests.log").exists()
