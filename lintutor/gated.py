@@ -26,7 +26,9 @@ how a factorized chunk overflows once its log-gates sum past log(dtype max).
 
 Defaults differ from lesson 03 in one place on purpose: normalize=False, because the gated models
 (RetNet, GLA, Mamba) have no normalizer; the decay keeps the state bounded instead. State
-convention as in `lintutor.causal`: S (B, H, D, E), or (S, z) with normalize=True.
+convention as in `lintutor.causal`: S (B, H, D, E), or (S, z) with normalize=True. Inputs are
+checked as lesson 03's are (shapes, one floating dtype, no negative normalizer), and log-gates
+must be <= 0: a positive g would be a gate a > 1 that grows the state.
 """
 
 from __future__ import annotations
@@ -36,21 +38,47 @@ import math
 import torch
 from torch import nn
 
-from lintutor._validate import check_positive, check_shapes
-from lintutor.causal import initial_state_or_zeros
+from lintutor._validate import (
+    ShapeError,
+    check_count,
+    check_dtypes,
+    check_log_gates,
+    check_module_input,
+    check_nonnegative,
+    check_positive,
+    check_shapes,
+    check_tensors,
+)
+from lintutor.causal import NORMALIZER, check_causal_inputs, check_step_inputs
 from lintutor.softmax import causal_mask
 
 
 def check_gated_inputs(q, k, v, g) -> bool:
-    """Check q, k, v and a scalar (B, H, T) or vector (B, H, T, D) log-gate; True if vector."""
-    check_shapes(q=(q, "B H T D"), k=(k, "B H T D"), v=(v, "B H T E"))
+    """Check q, k, v and a scalar (B, H, T) or vector (B, H, T, D) log-gate; True if vector.
+
+    One floating dtype for all four, and log-gates <= 0 (gates a = exp(g) in (0, 1]).
+    """
+    check_tensors(q=(q, "B H T D"), k=(k, "B H T D"), v=(v, "B H T E"))
+    return check_log_gate_shape(q, g)
+
+
+def check_log_gate_shape(q, g, name="g", spec="B H T") -> bool:
+    """g (B, H, T) or (B, H, T, D) beside q (B, H, T, D), q's dtype, <= 0; True if a vector
+    gate. For one decode step: name="g_t", spec="B H" beside q_t (B, H, D)."""
     if not isinstance(g, torch.Tensor):
-        raise TypeError(f"g: expected a torch.Tensor of log-gates, got {type(g).__name__}")
-    if g.dim() == 3:
-        check_shapes(q=(q, "B H T D"), g=(g, "B H T"))
-        return False
-    check_shapes(q=(q, "B H T D"), g=(g, "B H T D"))
-    return True
+        raise TypeError(f"{name}: expected a torch.Tensor of log-gates, got {type(g).__name__}")
+    n = len(spec.split())
+    if g.dim() not in (n, n + 1):
+        raise ShapeError(
+            f"{name}: expected a scalar gate ({', '.join(spec.split())}) or a vector gate "
+            f"({', '.join(spec.split())}, D), got {g.dim()} dimensions with shape {tuple(g.shape)}"
+        )
+    vector = g.dim() == n + 1
+    q_spec = spec + " D"
+    check_shapes(**{"q" if n == 3 else "q_t": (q, q_spec), name: (g, q_spec if vector else spec)})
+    check_dtypes(**{"q" if n == 3 else "q_t": q, name: g})
+    check_log_gates(name, g)
+    return vector
 
 
 def segment_sum(g: torch.Tensor) -> torch.Tensor:
@@ -59,7 +87,7 @@ def segment_sum(g: torch.Tensor) -> torch.Tensor:
     (..., T) -> (..., T, T). Sums only the entries inside each segment (no cumsum differences),
     as in Mamba-2's ssd_minimal `segsum`. O(T^2) time and memory.
     """
-    T = g.shape[-1]
+    T = check_tensors(g=(g, "... T"))["T"]
     x = g.unsqueeze(-1).expand(*g.shape, T)  # (..., T, T): x[..., r, s] = g_r
     x = x.masked_fill(~causal_mask(T, device=g.device, strict=True), 0.0)  # g_r only for r > s
     G = torch.cumsum(x, dim=-2)  # (..., T, T): G[t, s] = sum_{s < r <= t} g_r
@@ -72,6 +100,8 @@ def decay_mask_naive(g: torch.Tensor) -> torch.Tensor:
     (..., T) -> (..., T, T). Exact on paper, broken in floating point: P_t underflows to 0 for
     long T and the ratio becomes 0/0 = NaN. Shown in lesson 04; use `segment_sum` instead.
     """
+    check_tensors(g=(g, "... T"))
+    check_log_gates("g", g)
     P = torch.cumprod(torch.exp(g), dim=-1)  # (..., T): P_t = prod_{r<=t} a_r
     ratio = P.unsqueeze(-1) / P.unsqueeze(-2)  # (..., T, T): P_t / P_s
     return ratio.masked_fill(~causal_mask(g.shape[-1], device=g.device), 0.0)
@@ -84,12 +114,15 @@ def decay_mask(g: torch.Tensor) -> torch.Tensor:
     (exp(-inf) = 0 above the diagonal). With g = 0 it is lesson 03's causal mask. O(T^2) time
     and memory.
     """
+    check_tensors(g=(g, "... T"))
+    check_log_gates("g", g)
     return torch.exp(segment_sum(g))  # (..., T, T)
 
 
 def fixed_decay_log_gates(n_heads: int, T: int, batch: int = 1, dtype=torch.float32):
     """RetNet's fixed decay as scalar log-gates (B, H, T): gamma_h = 1 - 2^(-5 - h)."""
-    check_positive("n_heads", n_heads)
+    n_heads, T = check_positive("n_heads", n_heads), check_count("T", T)
+    batch = check_positive("batch", batch)
     gamma = 1 - 2.0 ** (-5 - torch.arange(n_heads, dtype=torch.float64))  # (H,)
     return gamma.log().to(dtype).view(1, n_heads, 1).expand(batch, n_heads, T).contiguous()
 
@@ -99,8 +132,8 @@ def gated_linear_attention_recurrent(
 ):
     """The definition: S_t = a_t * S_{t-1} + k_t v_t^T, one step per token. O(T*D*E) time."""
     vector = check_gated_inputs(q, k, v, g)
-    S, z = initial_state_or_zeros(q, v, normalize, initial_state)
-    outs = []
+    S, z = check_causal_inputs(q, k, v, normalize, initial_state)
+    outs, dens = [], []
     for t in range(q.shape[2]):
         q_t, k_t, v_t = q[:, :, t], k[:, :, t], v[:, :, t]  # (B, H, D), (B, H, D), (B, H, E)
         a_t = torch.exp(g[:, :, t])  # (B, H, D) vector gate or (B, H) scalar gate
@@ -109,8 +142,11 @@ def gated_linear_attention_recurrent(
         o_t = torch.einsum("bhd,bhde->bhe", q_t, S)  # (B, H, E)
         if normalize:
             z = a_t * z + k_t  # (B, H, D)
-            o_t = o_t / ((q_t * z).sum(-1, keepdim=True) + eps)
+            dens.append((q_t * z).sum(-1, keepdim=True))  # (B, H, 1): q_t . z_t
+            o_t = o_t / (dens[-1] + eps)
         outs.append(o_t)
+    if dens:
+        check_nonnegative(NORMALIZER, torch.cat(dens, -1))
     o = torch.stack(outs, dim=2) if outs else v.new_zeros(v.shape)  # (B, H, T, E)
     if output_final_state:
         return o, ((S, z) if normalize else S)
@@ -124,7 +160,8 @@ def decay_masked_scores(q, k, g):
     Every exponent is a segment sum (<= 0). O(T^2*D) time; a vector gate builds a (D, T, T)
     mask per head.
     """
-    if g.dim() == 4:  # the mask differs per key channel
+    check_tensors(q=(q, "B H T D"), k=(k, "B H T D"))
+    if check_log_gate_shape(q, g):  # the mask differs per key channel
         G = segment_sum(g.transpose(-1, -2))  # (B, H, D, T, T)
         return torch.einsum("bhtd,bhdts,bhsd->bhts", q, torch.exp(G), k)
     return (q @ k.transpose(-1, -2)) * torch.exp(segment_sum(g))  # (B, H, T, T)
@@ -135,6 +172,8 @@ def decay_masked_scores_factorized(q, k, g):
     cumulative sum of g over these T tokens: one plain matmul, but exp(-c) overflows once the
     log-gates sum past log(dtype max) (float32: 88.7, float16: 11.1). Shown in lesson 04.
     """
+    check_tensors(q=(q, "B H T D"), k=(k, "B H T D"))
+    check_log_gate_shape(q, g)
     c = torch.cumsum(g, dim=2)  # (B, H, T[, D]): log(a_1 ... a_t)
     c = c if g.dim() == 4 else c.unsqueeze(-1)  # (B, H, T, D or 1)
     scores = (q * torch.exp(c)) @ (k * torch.exp(-c)).transpose(-1, -2)  # (B, H, T, T)
@@ -146,7 +185,10 @@ def gated_linear_attention_parallel(
 ):
     """Decay-masked form: o = (q k^T * exp(segsum(g))) v (+ initial state). O(T^2*(D+E))."""
     vector = check_gated_inputs(q, k, v, g)
-    S0, z0 = initial_state_or_zeros(q, v, normalize, initial_state)
+    S0, z0 = check_causal_inputs(q, k, v, normalize, initial_state)
+    if q.shape[2] == 0:  # no tokens: nothing decays, the state stays S_0 (a sum over no gates)
+        o = v.new_zeros(v.shape)  # (B, H, 0, E)
+        return (o, ((S0, z0) if normalize else S0)) if output_final_state else o
     if vector:  # the mask differs per key channel: (B, H, D, T, T)
         L = torch.exp(segment_sum(g.transpose(-1, -2)))  # L[d, t, s] = a_{s+1}[d] ... a_t[d]
         scores = torch.einsum("bhtd,bhdts,bhsd->bhts", q, L, k)  # (B, H, T, T)
@@ -166,6 +208,7 @@ def gated_linear_attention_parallel(
     z = None
     if normalize:
         den = scores.sum(-1) + ((q * decay_q) * z0.unsqueeze(2)).sum(-1)  # (B, H, T)
+        check_nonnegative(NORMALIZER, den)
         o = o / (den.unsqueeze(-1) + eps)
         z = decay_T * z0 + k_dec.sum(2)  # (B, H, D)
     if output_final_state:
@@ -182,8 +225,8 @@ def gated_linear_attention_chunked(
     Every exponent is a sum of log-gates inside one chunk, so nothing underflows however long T.
     """
     vector = check_gated_inputs(q, k, v, g)
-    check_positive("chunk_size", chunk_size)
-    S, z = initial_state_or_zeros(q, v, normalize, initial_state)
+    chunk_size = check_positive("chunk_size", chunk_size)
+    S, z = check_causal_inputs(q, k, v, normalize, initial_state)
     outs = []
     for start in range(0, q.shape[2], chunk_size):
         end = min(start + chunk_size, q.shape[2])
@@ -200,6 +243,7 @@ def gated_linear_attention_chunked(
         decay_c = decay_c if vector else decay_c.unsqueeze(-1)  # (B, H, D or 1)
         if normalize:
             den = scores.sum(-1) + ((q_c * decay_q) * z.unsqueeze(2)).sum(-1)  # (B, H, C)
+            check_nonnegative(NORMALIZER, den)
             o_c = o_c / (den.unsqueeze(-1) + eps)
             z = decay_c * z + k_dec.sum(2)  # (B, H, D)
         S = decay_c.unsqueeze(-1) * S + k_dec.transpose(-1, -2) @ v_c  # (B, H, D, E)
@@ -212,6 +256,8 @@ def gated_linear_attention_chunked(
 
 def gated_linear_attention_step(q_t, k_t, v_t, g_t, state, normalize=False, eps=1e-6):
     """One decode step: returns (o_t (B, H, E), new state). g_t is (B, H) or (B, H, D)."""
+    check_step_inputs(q_t, k_t, v_t, state, normalize)
+    check_log_gate_shape(q_t, g_t, "g_t", "B H")
     o, state = gated_linear_attention_recurrent(
         q_t.unsqueeze(2), k_t.unsqueeze(2), v_t.unsqueeze(2), g_t.unsqueeze(2),
         normalize=normalize, initial_state=state, output_final_state=True, eps=eps,
@@ -234,6 +280,8 @@ class GatedLinearAttention(nn.Module):
         super().__init__()
         if gate not in self.GATES:
             raise ValueError(f"gate must be one of {self.GATES}, got {gate!r}")
+        d_model, n_heads = check_positive("d_model", d_model), check_positive("n_heads", n_heads)
+        chunk_size = check_positive("chunk_size", chunk_size)
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be a multiple of n_heads={n_heads}")
         self.gate, self.n_heads, self.chunk_size = gate, n_heads, chunk_size
@@ -262,6 +310,7 @@ class GatedLinearAttention(nn.Module):
         return g.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_module_input(self, x, self.qkv.in_features)
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = nn.functional.elu(q) + 1, nn.functional.elu(k) + 1  # (B, H, T, D)
@@ -281,6 +330,13 @@ def selective_copying_batch(batch, n_tokens=8, T=64, vocab=16, generator=None, s
     span: the data lie among the first `span` of the T positions (default all T); span=n_tokens
     puts them first, then T - n noise tokens: copying across a gap of at least T - n + 1.
     """
+    batch, n_tokens, T = (
+        check_positive(n, x) for n, x in (("batch", batch), ("n_tokens", n_tokens), ("T", T))
+    )
+    if check_count("vocab", vocab) < 3:
+        raise ValueError(
+            f"vocab must be >= 3 (0 noise, 1 the marker, data 2 .. vocab-1), got {vocab}"
+        )
     span = T if span is None else span
     if not n_tokens <= span <= T:
         raise ValueError(f"span must be between n_tokens={n_tokens} and T={T}, got {span}")

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import torch
 
-from lintutor._validate import check_nonnegative, check_shapes
+from lintutor._validate import check_keys, check_nonnegative, check_tensors
 from lintutor.softmax import causal_mask
 
 
 def linear_attention(q, k, v, normalize=True, eps=1e-6):
     """phi(Q) (phi(K)^T V) / (phi(Q) . sum_s phi(k_s)). O((T+S)*D*E) time, O(D*E) memory."""
-    check_shapes(q=(q, "B H T D"), k=(k, "B H S D"), v=(v, "B H S E"))
+    check_tensors(q=(q, "B H T D"), k=(k, "B H S D"), v=(v, "B H S E"))
     kv = k.transpose(-1, -2) @ v  # (B, H, D, E): sum_s k_s v_s^T
     out = q @ kv  # (B, H, T, E)
     if not normalize:
@@ -37,7 +37,7 @@ def linear_attention(q, k, v, normalize=True, eps=1e-6):
 
 def linear_attention_quadratic(q, k, v, normalize=True, eps=1e-6):
     """(phi(Q) phi(K)^T) V / rowsum: the T x S matrix first. O(T*S*(D+E)) time, O(T*S) memory."""
-    check_shapes(q=(q, "B H T D"), k=(k, "B H S D"), v=(v, "B H S E"))
+    check_tensors(q=(q, "B H T D"), k=(k, "B H S D"), v=(v, "B H S E"))
     scores = q @ k.transpose(-1, -2)  # (B, H, T, S): sim(q_t, k_s)
     out = scores @ v  # (B, H, T, E)
     if not normalize:
@@ -52,7 +52,8 @@ def linear_attention_weights(q, k, causal=False, eps=1e-6):
 
     Linear attention never builds it; this is for looking at it next to softmax's.
     """
-    check_shapes(q=(q, "B H T D"), k=(k, "B H S D"))
+    check_tensors(q=(q, "B H T D"), k=(k, "B H S D"))
+    check_keys(k, q.shape[2], causal)
     scores = q @ k.transpose(-1, -2)  # (B, H, T, S)
     if causal:
         mask = causal_mask(q.shape[2], k.shape[2], device=q.device)  # (T, S)
@@ -64,5 +65,6 @@ def linear_attention_weights(q, k, causal=False, eps=1e-6):
 
 def attention_entropy(weights, eps=1e-12):
     """Entropy in nats of each attention row (B, H, T): low = focused, log(S) = uniform."""
+    check_tensors(weights=(weights, "... S"))
     w = weights.clamp_min(0)
     return -(w * torch.log(w + eps)).sum(-1)

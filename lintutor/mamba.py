@@ -31,7 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lintutor._validate import check_shapes
+from lintutor._validate import (
+    check_dtypes,
+    check_module_input,
+    check_positive,
+    check_shapes,
+)
 from lintutor.gated import (
     gated_linear_attention_chunked,
     gated_linear_attention_parallel,
@@ -41,16 +46,38 @@ from lintutor.gated import (
 DISCRETIZATIONS = ("simple", "zoh")
 
 
-def discretize(delta, A, B, discretization="simple"):
-    """(A~, B~), each (b, T, d, N), from Delta (b, T, d), A (d, N), B (b, T, N). O(T*d*N)."""
+def check_ssm_inputs(x=None, delta=None, A=None, B=None, C=None, D=None, initial_state=None,
+                     discretization="simple"):  # fmt: skip
+    """The selective scan's inputs in Mamba's letters (None: not given): shapes, one floating
+    dtype, Delta >= 0 (a softplus) and A <= 0 (-exp(A_log)), and a known discretization."""
+    check_shapes(
+        x=(x, "b T d"), delta=(delta, "b T d"), A=(A, "d N"), B=(B, "b T N"), C=(C, "b T N"),
+        D=(D, "d"), initial_state=(initial_state, "b d N"),
+    )  # fmt: skip
+    check_dtypes(x=x, delta=delta, A=A, B=B, C=C, D=D, initial_state=initial_state)
     if discretization not in DISCRETIZATIONS:
         raise ValueError(f"discretization must be one of {DISCRETIZATIONS}, got {discretization!r}")
+    if A is not None and A.numel() and bool((A > 0).any()):
+        raise ValueError(
+            f"A: Mamba's state matrix is <= 0 (A = -exp(A_log)), got a maximum of "
+            f"{A.max().item():.3g}: exp(Delta A) > 1 would grow the state at every step"
+        )
+    if delta is not None and delta.numel() and bool((delta < 0).any()):
+        raise ValueError(
+            f"delta: step sizes are >= 0 (Delta = softplus(...)), got a minimum of "
+            f"{delta.min().item():.3g}"
+        )
+
+
+def discretize(delta, A, B, discretization="simple"):
+    """(A~, B~), each (b, T, d, N), from Delta (b, T, d), A (d, N), B (b, T, N). O(T*d*N)."""
+    check_ssm_inputs(delta=delta, A=A, B=B, discretization=discretization)
     dA = delta.unsqueeze(-1) * A  # (b, T, d, N): Delta_t A
     A_bar = torch.exp(dA)
     if discretization == "simple":
         B_bar = delta.unsqueeze(-1) * B.unsqueeze(2)  # (b, T, d, N): Delta_t B_t
-    else:
-        B_bar = torch.expm1(dA) / A * B.unsqueeze(2)  # (dA)^-1 (exp(dA) - 1) Delta B
+    else:  # (dA)^-1 (exp(dA) - 1) Delta B; where A = 0 its limit, Delta B
+        B_bar = torch.where(A == 0, delta.unsqueeze(-1), torch.expm1(dA) / A) * B.unsqueeze(2)
     return A_bar, B_bar
 
 
@@ -62,10 +89,7 @@ def selective_scan_recurrent(
 
     With output_final_state=True returns (y, h_T) with h (b, d, N).
     """
-    check_shapes(
-        x=(x, "b T d"), delta=(delta, "b T d"), A=(A, "d N"), B=(B, "b T N"), C=(C, "b T N"),
-        D=(D, "d"),
-    )  # fmt: skip
+    check_ssm_inputs(x, delta, A, B, C, D, initial_state, discretization)
     A_bar, B_bar = discretize(delta, A, B, discretization)  # (b, T, d, N) each
     b, T, d = x.shape
     h = x.new_zeros(b, d, A.shape[1]) if initial_state is None else initial_state  # (b, d, N)
@@ -86,17 +110,13 @@ def mamba_to_gated_linear_attention(x, delta, A, B, C, discretization="simple"):
     One head per channel d: q = C, k = B (ZOH: B times (exp(Delta A) - 1) / (Delta A)),
     v = Delta * x (the input gate), g = Delta * A (the forget gate exp(g) = exp(Delta A)).
     """
-    check_shapes(
-        x=(x, "b T d"), delta=(delta, "b T d"), A=(A, "d N"), B=(B, "b T N"), C=(C, "b T N")
-    )
+    check_ssm_inputs(x, delta, A, B, C, discretization=discretization)
     d = x.shape[2]
     q = C.unsqueeze(1).expand(-1, d, -1, -1)  # (b, d, T, N): every channel reads with C
     k = B.unsqueeze(1).expand(-1, d, -1, -1)  # (b, d, T, N): every channel writes with B
     g = (delta.unsqueeze(-1) * A).transpose(1, 2)  # (b, d, T, N): log of exp(Delta A)
-    if discretization == "zoh":
-        k = k * torch.expm1(g) / g  # ZOH's B~ / (Delta B): -> 1 as Delta A -> 0
-    elif discretization != "simple":
-        raise ValueError(f"discretization must be one of {DISCRETIZATIONS}, got {discretization!r}")
+    if discretization == "zoh":  # ZOH's B~ / (Delta B) = (exp(g) - 1) / g, 1 where g = 0
+        k = k * torch.where(g == 0, 1.0, torch.expm1(g) / g)
     v = (delta * x).transpose(1, 2).unsqueeze(-1)  # (b, d, T, 1): input gate Delta times x
     return q, k, v, g
 
@@ -110,6 +130,8 @@ def selective_scan_as_linear_attention(
     Masked-attention form by default (O(T^2*d*N)); chunk_size=C runs the chunked form instead.
     Same arguments and outputs as `selective_scan_recurrent`.
     """
+    check_ssm_inputs(x, delta, A, B, C, D, initial_state, discretization)
+    chunk_size = None if chunk_size is None else check_positive("chunk_size", chunk_size)
     q, k, v, g = mamba_to_gated_linear_attention(x, delta, A, B, C, discretization)
     S0 = None if initial_state is None else initial_state.unsqueeze(-1)  # (b, d, N, 1)
     kwargs = dict(normalize=False, initial_state=S0, output_final_state=True)
@@ -129,7 +151,7 @@ def mamba_attention_matrix(delta, A, B, C, discretization="simple"):
     alpha[d, t, s] = sum_n C_t[n] B~_s[d, n] exp(A[d, n] (Delta_{s+1} + ... + Delta_t)[d]),
     zero for s > t (Ali et al. 2024, "The Hidden Attention of Mamba Models").
     """
-    check_shapes(delta=(delta, "b T d"), A=(A, "d N"), B=(B, "b T N"), C=(C, "b T N"))
+    check_ssm_inputs(delta=delta, A=A, B=B, C=C, discretization=discretization)
     _, B_bar = discretize(delta, A, B, discretization)  # (b, T, d, N)
     G = segment_sum((delta.unsqueeze(-1) * A).permute(0, 2, 3, 1))  # (b, d, N, T, T)
     alpha = torch.einsum("btn,bdnts,bsdn->bdts", C, torch.exp(G), B_bar)  # (b, d, T, T)
@@ -148,6 +170,9 @@ class MambaMixer(nn.Module):
     def __init__(self, d_model: int, n_heads: int = 1, d_state: int = 16, expand: int = 2,
                  d_conv: int = 4):  # fmt: skip
         super().__init__()
+        for name, value in (("d_model", d_model), ("n_heads", n_heads), ("d_state", d_state),
+                            ("expand", expand), ("d_conv", d_conv)):  # fmt: skip
+            check_positive(name, value)
         d_inner = expand * d_model
         self.dt_rank = math.ceil(d_model / 16)
         self.d_state = d_state
@@ -165,6 +190,7 @@ class MambaMixer(nn.Module):
 
     def ssm_inputs(self, x: torch.Tensor):
         """(u, Delta, A, B, C, D, z) for x (b, T, d_model); u, Delta, z (b, T, d_inner)."""
+        check_module_input(self, x, self.in_proj.in_features, "b T C")
         T = x.shape[1]
         u, z = self.in_proj(x).chunk(2, dim=-1)  # (b, T, d_inner) each
         u = self.conv1d(u.transpose(1, 2))[..., :T].transpose(1, 2)  # causal: drop the tail
@@ -175,6 +201,8 @@ class MambaMixer(nn.Module):
         return u, delta, A, B, C, self.D, z
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if check_module_input(self, x, self.in_proj.in_features, "b T C")["T"] == 0:
+            return x.new_zeros(x.shape)  # no tokens (the conv cannot run on an empty sequence)
         u, delta, A, B, C, D, z = self.ssm_inputs(x)
         y = selective_scan_as_linear_attention(u, delta, A, B, C, D, chunk_size=64)
         return self.out_proj(y * F.silu(z))  # (b, T, d_model)

@@ -25,7 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lintutor._validate import check_shapes
+from lintutor._validate import (
+    check_count,
+    check_heads,
+    check_module_input,
+    check_positive,
+    check_tensors,
+)
 
 
 def rope_2d_angles(height: int, width: int, channels: int, base: float = 10000.0):
@@ -34,7 +40,8 @@ def rope_2d_angles(height: int, width: int, channels: int, base: float = 10000.0
     The first channels / 4 complex pairs rotate with the row index, the rest with the column
     index, at frequencies base^(-j / k_max), k_max = channels / 4.
     """
-    if channels % 4:
+    height, width = check_positive("height", height), check_positive("width", width)
+    if check_positive("channels", channels) % 4:
         raise ValueError(f"channels must be a multiple of 4 for 2-D RoPE, got {channels}")
     k_max = channels // 4
     theta = 1.0 / (base ** (torch.arange(k_max, dtype=torch.float64) / k_max))  # (k_max,)
@@ -44,7 +51,12 @@ def rope_2d_angles(height: int, width: int, channels: int, base: float = 10000.0
 
 def rope_2d(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Rotate channel pairs (x[2j], x[2j+1]) of tokens x (b, n, c) by their grid angles."""
-    check_shapes(x=(x, "b n c"))
+    check_tensors(x=(x, "b n c"))
+    if x.shape[1] != check_count("height", height) * check_count("width", width):
+        raise ValueError(
+            f"x: shape {tuple(x.shape)} has n = {x.shape[1]} tokens, but the grid has "
+            f"height * width = {height} * {width} = {height * width}"
+        )
     angles = rope_2d_angles(height, width, x.shape[-1]).reshape(height * width, -1)  # (n, c/2)
     cos, sin = torch.cos(angles).to(x.dtype), torch.sin(angles).to(x.dtype)
     re, im = x[..., 0::2], x[..., 1::2]  # (b, n, c/2) each
@@ -57,7 +69,7 @@ def mlla_attention(q, k, v, q_rope=None, k_rope=None, eps=1e-6):
 
     q, k (B, H, n, D) are feature-mapped; q_rope, k_rope their rotated copies (None: no RoPE).
     """
-    check_shapes(q=(q, "B H n D"), k=(k, "B H n D"), v=(v, "B H n E"))
+    check_mlla_inputs(q, k, v, q_rope, k_rope)
     n = q.shape[2]
     q_rope = q if q_rope is None else q_rope
     k_rope = k if k_rope is None else k_rope
@@ -68,12 +80,22 @@ def mlla_attention(q, k, v, q_rope=None, k_rope=None, eps=1e-6):
 
 def mlla_attention_quadratic(q, k, v, q_rope=None, k_rope=None, eps=1e-6):
     """The same as an n x n weight matrix (weights need not be >= 0 with RoPE). O(n^2*(D+E))."""
+    check_mlla_inputs(q, k, v, q_rope, k_rope)
     n = q.shape[2]
     q_rope = q if q_rope is None else q_rope
     k_rope = k if k_rope is None else k_rope
     num = q_rope @ k_rope.transpose(-1, -2) / n  # (B, H, n, n)
     den = (q @ k.transpose(-1, -2)).mean(-1, keepdim=True) + eps  # (B, H, n, 1)
     return (num / den) @ v
+
+
+def check_mlla_inputs(q, k, v, q_rope=None, k_rope=None) -> None:
+    """q, k (B, H, n, D), v (B, H, n, E) and the rotated q_rope, k_rope (B, H, n, D) or None, of
+    one floating dtype."""
+    check_tensors(
+        q=(q, "B H n D"), k=(k, "B H n D"), v=(v, "B H n E"), q_rope=(q_rope, "B H n D"),
+        k_rope=(k_rope, "B H n D"),
+    )  # fmt: skip
 
 
 def _grid(x, height, width):
@@ -86,17 +108,31 @@ def _tokens(x):
     return x.flatten(2).transpose(1, 2)
 
 
+def check_grid_input(module, x, dim: int, height: int, width: int) -> None:
+    """Tokens x (b, n, dim) of a height x width grid, in the module's dtype."""
+    check_module_input(module, x, dim, "b n C")
+    if x.shape[1] != height * width:
+        raise ValueError(
+            f"x: shape {tuple(x.shape)} has n = {x.shape[1]} tokens, but the module's grid has "
+            f"height * width = {height} * {width} = {height * width}"
+        )
+
+
 class MLLALinearAttention(nn.Module):
     """The released `LinearAttention`: q, k projections, no v projection, ELU+1, RoPE, LePE."""
 
     def __init__(self, dim: int, height: int, width: int, n_heads: int, rope=True, lepe=True):
         super().__init__()
+        check_heads(check_positive("dim", dim), n_heads, "dim")
+        if rope:
+            rope_2d_angles(height, width, dim)  # checks the grid and dim % 4
         self.height, self.width, self.n_heads = height, width, n_heads
         self.qk = nn.Linear(dim, 2 * dim)
         self.lepe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim) if lepe else None
         self.rope = rope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_grid_input(self, x, self.qk.in_features, self.height, self.width)
         b, n, c = x.shape
         H = self.n_heads
         q, k = (F.elu(self.qk(x)) + 1).chunk(2, dim=-1)  # (b, n, c) each, > 0
@@ -120,6 +156,7 @@ class MLLABlock(nn.Module):
 
     def __init__(self, dim: int, height: int, width: int, n_heads: int, mlp_ratio: float = 4.0):
         super().__init__()
+        check_heads(check_positive("dim", dim), n_heads, "dim")
         self.height, self.width = height, width
         self.cpe1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = nn.LayerNorm(dim)
@@ -134,6 +171,7 @@ class MLLABlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_grid_input(self, x, self.in_proj.in_features, self.height, self.width)
         hw = self.height, self.width
         x = x + _tokens(self.cpe1(_grid(x, *hw)))  # CPE before the attention sub-block
         shortcut = x

@@ -167,7 +167,7 @@ def test_mismatched_shapes_name_expected_and_actual(fn):
     q, k, v = _qkv(2, 2, 6, 4, 3)
     with pytest.raises(ShapeError, match=r"k: expected shape .*got \(2, 2, 5, 4\)"):
         fn(q, k[:, :, :5], v)
-    with pytest.raises(ShapeError, match=r"S: expected shape"):
+    with pytest.raises(ShapeError, match=r"initial_state\[0\] \(S\): expected shape"):
         fn(q, k, v, initial_state=(torch.zeros(2, 2, 3, 4), torch.zeros(2, 2, 4)))
     with pytest.raises(TypeError, match="tuple"):
         fn(q, k, v, initial_state=torch.zeros(2, 2, 4, 3))
