@@ -25,6 +25,8 @@ import os
 import shutil
 import time
 
+# jupyter-server-mathjax ships MathJax 2 with the STIX-Web fonts only: the page says so (else
+# MathJax asks for its TeX fonts, which are not there, and shows "Math Processing Error")
 MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -35,12 +37,21 @@ WIDGET_NOTE = (
 )
 WIDGET_TIMEOUT = 30  # nbclient#312: a widget cell's reply can wait for its timeout
 
-_TEMPLATE = """{%- extends 'index.html.j2' -%}
+_TEMPLATE = r"""{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {% block jupyter_widgets %}{% endblock jupyter_widgets %}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {%- block html_head_js_mathjax -%}
-{{ super() }}
+<script type="text/x-mathjax-config">
+MathJax.Hub.Config({
+  tex2jax: {inlineMath: [['$', '$'], ['\\(', '\\)']], displayMath: [['$$', '$$'], ['\\[', '\\]']],
+            processEscapes: true, processEnvironments: true},
+  TeX: {equationNumbers: {autoNumber: "AMS", useLabelIds: true}},
+  "HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null},
+  displayAlign: "center", messageStyle: "none"
+});
+</script>
+<script src="{{ resources.lintutor_mathjax }}"></script>
 <script src="plotly.min.js"></script>
 <style>
   nav.lintutor { font-family: sans-serif; padding: 8px 16px; border-bottom: 1px solid #ddd; }
@@ -177,7 +188,6 @@ def _exporter():
         extra_loaders=[jinja2.DictLoader({"lintutor_site.html.j2": _TEMPLATE})],
     )
     exporter.template_file = "lintutor_site.html.j2"
-    exporter.mathjax_url = f"mathjax/MathJax.js?config={MATHJAX_CONFIG}"
     return exporter
 
 
@@ -278,7 +288,9 @@ def build(out: str = "site", lessons=None, solved: bool = True, timeout: float =
         le["seconds"] = time.perf_counter() - t0
         counts = static_outputs(nb)
         nb.metadata["title"] = f"{le['number']} {le['title']}"
-        body, _ = exporter.from_notebook_node(nb, resources={"lintutor_nav": _nav(pages, i)})
+        resources = {"lintutor_nav": _nav(pages, i),
+                     "lintutor_mathjax": f"mathjax/MathJax.js?config={MATHJAX_CONFIG}"}  # fmt: skip
+        body, _ = exporter.from_notebook_node(nb, resources=resources)
         with open(os.path.join(out, le["page"]), "w", encoding="utf-8") as f:
             f.write(body)
         say(f"{le['page']}: ran in {le['seconds']:.0f} s, {counts['figures']} figure(s), "
