@@ -113,6 +113,7 @@ def test_gated_run_checks_every_provider_before_timing_and_records_refusals(tiny
         assert r["ratio_gated_fwd_to_fla"] == pytest.approx(1.0)
     d = res["decode"]
     assert d["lintutor_gated_err"] < 1e-2 and d["fla_recurrent_gated_err"] < 1e-2
+    assert d["torch_step_err"] < 1e-4  # the graph-timed PyTorch step computes lesson 04's step
     assert d["lintutor_gated_graph_ms"] == 0.5 and d["ratio_to_fla"] == pytest.approx(1.0)
     lines = results.gated_table(res).splitlines()
     assert len(lines) == 2 + 4 + 1 and lines[-1].startswith("gated decode")
