@@ -8,7 +8,7 @@ import inspect
 import pytest
 
 import lintutor.kernels as K
-from lintutor import causal, gated, linear, linearized, mamba, mlla, softmax
+from lintutor import causal, efficientvit, gated, linear, linearized, mamba, mlla, softmax
 
 # mechanism: (the reference, the other forms)
 MECHANISMS = {
@@ -46,6 +46,13 @@ MECHANISMS = {
     "grouped linear attention": (
         linearized.grouped_linear_attention_recurrent,
         [linearized.grouped_linear_attention_parallel],
+    ),
+    "ReLU linear attention (EfficientViT)": (
+        efficientvit.relu_linear_attention,
+        [
+            efficientvit.relu_linear_attention_quadratic,
+            efficientvit.relu_linear_attention_auto,
+        ],
     ),
 }
 
@@ -138,3 +145,13 @@ def test_gated_forms_are_the_causal_forms_plus_log_gates(gated_form, causal_form
     assert differ == set(GATED_VS_CAUSAL), differ
     order = [n for n in got if n not in ("g", "g_t")]
     assert order == list(ref), f"{gated_form.__name__}: {order} != {list(ref)}"
+
+
+def test_grouped_step_takes_the_grouped_forms_options_and_defaults():
+    """The decode step replaces (q, k, v, initial_state, output_final_state) by one token's
+    (q_t, k_t, v_t) and the state it carries; every option keeps the other forms' default."""
+    step = _params(linearized.grouped_linear_attention_step)
+    full = _params(linearized.grouped_linear_attention_recurrent)
+    per_call = {"q", "k", "v", "initial_state", "output_final_state"}
+    assert [p[0] for p in step[:4]] == ["q_t", "k_t", "v_t", "state"], step
+    assert step[4:] == [p for p in full if p[0] not in per_call], (step, full)
