@@ -144,8 +144,10 @@ def report() -> str:
     info = device_info()
     lines = ["lintutor doctor", ""]
     lines.append(f"  python       {platform.python_version()} ({sys.executable})")
-    for mod in ("lintutor", "torch", "numpy", "plotly", "ipywidgets", "einops", "triton"):
-        lines.append(f"  {mod:<12} {_version(mod)}")
+    for mod, name in (("lintutor", "lintutor"), ("torch", "torch"), ("numpy", "numpy"),
+                      ("plotly", "plotly"), ("ipywidgets", "ipywidgets"), ("tqdm", "tqdm"),
+                      ("sklearn", "scikit-learn"), ("triton", "triton")):  # fmt: skip
+        lines.append(f"  {name:<12} {_version(mod)}")
     import torch
 
     if info["kind"] == "cuda":

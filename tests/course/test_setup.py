@@ -58,6 +58,19 @@ def test_readme_has_the_open_command():
     assert any("lintutor lab" in line for line in _readme_block("### Open the lessons"))
 
 
+def test_readme_lists_every_lesson_and_no_missing_one():
+    """The README's lesson table links each notebook present, and says of none that it is not
+    written."""
+    text = _read("README.md").split("## Lessons", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in text.splitlines() if re.match(r"\| \d\d \|", line)]
+    present = sorted(f for f in os.listdir(os.path.join(ROOT, "notebooks"))
+                     if re.match(r"\d\d_.*\.ipynb$", f))  # fmt: skip
+    assert [r[2:4] for r in rows] == [f[:2] for f in present]
+    for row, name in zip(rows, present):
+        assert f"(notebooks/{name})" in row, row
+    assert "not written" not in text
+
+
 def test_colab_cell_does_nothing_when_lintutor_is_installed(monkeypatch):
     import subprocess
 
