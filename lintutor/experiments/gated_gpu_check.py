@@ -1,20 +1,23 @@
 """One GPU call for the gated kernels (lesson 08): their tests, the forward sweep, the benchmark.
 
     python -m lintutor.experiments.gated_gpu_check --out DIR [--tests-s 120] [--tune-s 170]
-                                                   [--bench-s 200] [--quick]
+                       [--bench-s 200] [--delta-s 150] [--quick] [--no-apply] [--skip PART ...]
 
-Three parts, each with its own time budget, in this order (the later ones time the GPU, so
+Four parts, each with its own time budget, in this order (the later ones time the GPU, so
 nothing runs beside them):
 
-1. tests: the kernel tests (tests/kernels/test_gated*.py, test_causal.py, test_chunked.py) on
-   the GPU itself, through pytest with 8 workers (most of the time is compiling kernel
-   variants), killed at the budget; log in DIR/tests.log.
+1. tests: every kernel test (tests/kernels: gated, plain, delta rule, checked launcher,
+   puzzles) on the GPU itself, through pytest with 8 workers (most of the time is compiling
+   kernel variants), killed at the budget; log in DIR/tests.log, a line per test.
 2. tune: `kernel_tune.tune_forward`, the sweep of the plain and gated forward launch settings,
    into DIR/tune_forward_<card>.json; its winners are printed as FORWARD_CONFIGS entries to
-   paste into lintutor/kernels/chunked.py.
+   paste into lintutor/kernels/chunked.py, and (unless --no-apply) put into FORWARD_CONFIGS of
+   this process, so the benchmark times the settings that get pasted.
 3. bench: `kernel_bench.run_gated`, gated and plain kernels against fla's simple_gla with a
    gate, SDPA and the memory floor, into DIR/gated_bench_<card>.json (saved after every
    shape; shapes left when the budget is spent are listed as not measured).
+4. delta: lesson 09's `delta_bench` (checks and gradients on a small shape, decode in a CUDA
+   graph, then the forward shapes, both head dims at each T) into DIR/delta_bench_<card>.json.
 
 The last lines printed are a compact summary: tests passed/failed, the sweep's winners, the
 benchmark's table and issue 16's targets, met or not. Writes DIR/summary.txt too.
@@ -30,8 +33,7 @@ import subprocess
 import sys
 import time
 
-TESTS = ["tests/kernels/test_gated.py", "tests/kernels/test_gated_bwd.py",
-         "tests/kernels/test_causal.py", "tests/kernels/test_chunked.py"]  # fmt: skip
+TESTS = ["tests/kernels"]  # every kernel test: gated, plain, delta, checked launcher, puzzles
 
 
 def run_tests(out_dir: str, budget_s: float, log=print) -> dict:
@@ -41,7 +43,7 @@ def run_tests(out_dir: str, budget_s: float, log=print) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     env.pop("TRITON_INTERPRET", None)
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-           "-rf", *TESTS]  # fmt: skip
+           "-rf", "-v", *TESTS]  # fmt: skip
     try:
         import xdist  # noqa: F401
 
@@ -61,11 +63,77 @@ def run_tests(out_dir: str, budget_s: float, log=print) -> dict:
             rc = "timeout"
     with open(path) as fh:
         lines = [line.rstrip() for line in fh if line.strip()]
-    failed = [line for line in lines if line.startswith("FAILED")]
+    failed = [line for line in lines if "FAILED" in line.split("::")[0]]
+    passed = sum(" PASSED " in f" {line} " for line in lines)
     out = {"rc": rc, "seconds": time.perf_counter() - t0, "last_line": lines[-1] if lines else "",
-           "failed": failed[:30]}  # fmt: skip
+           "failed": failed[:30], "passed_lines": passed}  # fmt: skip
     log(json.dumps(out))
     return out
+
+
+def apply_winners(winners: dict) -> dict:
+    """Put a sweep's winners ({"(Dp, Ep, gated, few)": settings}) into chunked.FORWARD_CONFIGS of
+    this process, so that the benchmark times what will be pasted; returns what changed."""
+    import ast
+
+    from lintutor.kernels import chunked
+
+    changed = {}
+    for key, cfg in winners.items():
+        k = ast.literal_eval(key)
+        if chunked.FORWARD_CONFIGS.get(k) != cfg:
+            changed[key] = cfg
+        chunked.FORWARD_CONFIGS[k] = dict(cfg)
+    return changed
+
+
+DELTA_ORDER = [(D, T) for T in (512, 2048, 8192, 32768, 65536) for D in (64, 128)]
+
+
+def run_delta(out_dir: str, budget_s: float, log=print) -> dict:
+    """Lesson 09's benchmark (`delta_bench`: checks, decode, then the forward shapes with both
+    head dims at each T, so a spent budget leaves whole lengths out, not a head dim) into
+    DIR/delta_bench_<card>.json, saved after every part."""
+    import time
+
+    from lintutor.experiments import _gpu
+    from lintutor.experiments import delta_bench as db
+
+    t0 = time.perf_counter()
+    fla = db.fla_ops()
+    result = {"date": _gpu.now(), "versions": _gpu.versions(), "tokens_per_call": db.TOKENS,
+              "width_HxD": db.WIDTH, "dtype": "bfloat16",
+              "inputs": "q randn, k unit, v randn, beta = sigmoid(randn), "
+                        "g = logsigmoid(randn + 4)"}  # fmt: skip
+    result["roofs"] = _gpu.roofs()
+    tag = _gpu.device_tag(result["versions"].get("gpu"))
+    path = os.path.join(out_dir, f"delta_bench_{tag}.json")
+
+    def save():
+        result["seconds"] = time.perf_counter() - t0
+        with open(path, "w") as fh:
+            json.dump(result, fh, indent=1)
+
+    bw = result["roofs"]["copy_TBps"] * 1e12
+    try:
+        result["checks"] = db.small_checks(fla, log)
+        save()
+        result["decode"] = db.bench_decode(fla, bw, log)
+        save()
+        result["rows"] = []
+        for D, T in DELTA_ORDER:
+            if time.perf_counter() - t0 > budget_s:
+                result["incomplete"] = "not measured (time budget): " + str(
+                    [s for s in DELTA_ORDER if s not in {(r["D"], r["T"]) for r in result["rows"]}]
+                )
+                break
+            result["rows"].append(db.bench_shape(fla, D, T, bw, log))
+            save()
+    except Exception as e:  # what was measured is kept
+        result["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+    save()
+    log(f"wrote {path}")
+    return result
 
 
 def targets_lines(result: dict) -> list[str]:
@@ -85,7 +153,14 @@ def main(argv=None) -> int:
     p.add_argument("--tune-s", type=float, default=170, help="time budget of the sweep (s)")
     p.add_argument("--bench-s", type=float, default=200, help="time budget of the benchmark (s)")
     p.add_argument("--quick", action="store_true", help="benchmark T = 1K and 16K only")
-    p.add_argument("--skip", nargs="*", default=[], choices=["tests", "tune", "bench"],
+    p.add_argument("--delta-s", type=float, default=150,
+                   help="time budget of lesson 09's delta-rule benchmark (s)")  # fmt: skip
+    p.add_argument(
+        "--no-apply",
+        action="store_true",
+        help="time FORWARD_CONFIGS as committed, not the sweep's winners",
+    )
+    p.add_argument("--skip", nargs="*", default=[], choices=["tests", "tune", "bench", "delta"],
                    help="parts to leave out")  # fmt: skip
     args = p.parse_args(argv)
     import torch
@@ -109,6 +184,9 @@ def main(argv=None) -> int:
         )
         summary.append(f"tune: {len(tune['rows'])} settings in {tune['seconds']:.0f} s")
         summary.append(tune["paste"])
+        if not args.no_apply:  # the benchmark below then times the settings that get pasted
+            applied = apply_winners(tune["winners"])
+            summary.append(f"applied to FORWARD_CONFIGS for the benchmark: {applied}")
     if "bench" not in args.skip:
         res = kernel_bench.run_gated(quick=args.quick, out_dir=args.out, budget_s=args.bench_s)
         summary.append(f"bench: {len(res['rows'])} shapes in {res['seconds']:.0f} s"
@@ -116,6 +194,12 @@ def main(argv=None) -> int:
         summary.append(results.gated_table(res))
         summary.append("issue 16's targets:")
         summary += targets_lines(res)
+    if "delta" not in args.skip:
+        d = run_delta(args.out, args.delta_s)
+        summary.append(f"delta: {len(d.get('rows', []))} shapes in {d['seconds']:.0f} s")
+        from lintutor.experiments import delta_bench
+
+        summary.append(delta_bench.table(d))
     text = "\n".join(summary)
     print("\n===== summary =====\n" + text)
     with open(os.path.join(args.out, "summary.txt"), "w") as fh:
