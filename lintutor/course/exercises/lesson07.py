@@ -5,8 +5,9 @@ Inputs are float64. Grouped attention gets cosine-normalized q, k (the paper's v
 elu+1 features (the linear kernel). Each exercise has two named cases of the same shapes with
 other values, so an answer remembered from an earlier call fails.
 
-07.1 asks for a form: all groups at once, no loop over groups (its title and objective say so;
-the check compares numbers only, so a loop over groups passes it too).
+07.1 asks for a form: all groups at once, no loop over groups. After the numbers, the checker's
+form check (lintutor.course.forms) grows T with G = 4 fixed: a loop over groups adds work every
+G tokens (a chunked form), a loop over t every token (the recurrent form); either is rejected.
 """
 
 from __future__ import annotations
@@ -196,6 +197,9 @@ EX_07_1 = Exercise(
     ],  # fmt: skip
     time_dim=-2,
     output_names=("o", "final_state"),
+    form="parallel",  # no loop over groups (nor over t): the same torch calls whatever T
+    # G = 4 while the form check grows T: a loop over groups adds work every 4 tokens
+    form_sizes=dict(B=1, H=1, T=8, D=3, E=3, G=4, local="relu2", alpha=1.0, state=True),
     difficulty=3,
     minutes=30,
     objective="Write grouped linear attention for all groups at once: no loop over groups.",
