@@ -52,7 +52,10 @@ def test_a_fresh_clone_follows_the_readme(tmp_path):
 
     clone = tmp_path / "lintutor"
     subprocess.run(["git", "clone", "-q", ROOT, str(clone)], check=True, timeout=300)
-    env_vars = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
+    # a fresh machine's shell: no venv, no Python or pytest settings of this run (CI's JUnit
+    # report, xdist's worker ids)
+    env_vars = {k: v for k, v in os.environ.items()
+                if not k.startswith(("VIRTUAL_ENV", "PYTHON", "PYTEST"))}  # fmt: skip
     path = [p for p in env_vars.get("PATH", "").split(os.pathsep)
             if not p.startswith(os.path.join(ROOT, ".venv"))]  # fmt: skip
     # PIP_NO_COMPILE: no .pyc files written at install (minutes on 2 cores; the commands and
