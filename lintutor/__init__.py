@@ -9,9 +9,10 @@ Glossary (every module uses these letters):
 
 Four bands, each importing only from the bands below it:
     lesson code   softmax (01); featuremaps, linear (02); causal (03); gated (04);
-                  mamba, mlla (05); kernels (08, needs Triton)
-    models, data  models, data, vision; plots, measure
-    experiments   lintutor.experiments: runs that store results in assets/ (lessons 05, 08)
+                  mamba, mlla (05); efficientvit (06); linearized, speculative, verify (07);
+                  associative, delta, delta_gated (09); kernels (08, 09; needs Triton)
+    models, data  models, data, vision, segmentation (06), decoder (07); plots, measure, progress
+    experiments   lintutor.experiments: runs that store results in assets/ (lessons 05-09)
     the tutor     lintutor.course: the exercise checker, notebook helpers, the `lintutor` command
 
 `check`, `hint`, `solution`, `show` and `setup_notebook` are re-exported here for the lessons,

@@ -1,4 +1,7 @@
-"""Synthetic sequence tasks: multi-query associative recall (MQAR) (lessons 02, 03, 08).
+"""Synthetic data, generated here (nothing is downloaded): multi-query associative recall (MQAR)
+(lessons 02, 03, 08, 09), procedural scenes for segmentation (lesson 06), an order-2 Markov
+language with a known entropy floor and a character corpus from the standard library's own
+source files (lesson 07). MQAR is described here; the others where their functions start.
 
 MQAR (Arora et al. 2023, "Zoology", Section 3): a sequence first lists key-value pairs, then asks
 for the keys again; after each queried key the model must output that key's value.
