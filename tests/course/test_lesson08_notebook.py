@@ -1,7 +1,8 @@
 """Lesson 08's notebook, read without running it: every exercise states the difficulty, time and
 objective its Exercise carries; the package's version of an exercise is shown only after its
 check; every cell puts its tensors on the one DEVICE chosen at the top; the gated-kernel section
-has its place after the benchmark."""
+has its place after the benchmark, and the intro and the closing section say it is there; the
+intro explains why the exercises are met in the order 08.4-08.8, then 08.1-08.3."""
 
 import os
 import re
@@ -62,3 +63,25 @@ def test_the_gated_kernel_section_has_its_place_after_the_benchmark():
     slot = [j for j, c in enumerate(NB.cells) if "slot:gated-kernels" in c.metadata.get("tags", [])]
     live = [j for j, c in enumerate(NB.cells) if "kernel_bench.live(" in c.source]
     assert len(slot) == 1 and live and slot[0] == live[0] + 1
+
+
+def _intro():
+    return " ".join(NB.cells[2].source.split())
+
+
+def test_the_intro_explains_the_order_of_the_exercise_numbers():
+    order = [ex_id for ex_id, _ in exercise_cells(NB)]
+    puzzles, kernels = order[:5], order[5:]
+    assert puzzles == [f"08.{n}" for n in range(4, 9)] and kernels == ["08.1", "08.2", "08.3"]
+    assert "exercises 08.4-08.8, come first" in _intro()
+    assert "the three kernels, exercises 08.1-08.3" in _intro()
+    listing = NB.cells[3].source  # lists the exercises in the order the notebook meets them
+    assert "notebook_order" in listing and "(n < 4, n)" in listing
+
+
+def test_the_intro_and_the_closing_section_know_the_gated_kernels():
+    headings = [c.source for c in NB.cells if c.cell_type == "markdown"]
+    assert any(h.startswith("## 8b.") for h in headings)
+    assert "section 8b" in _intro() and "gated_linear_attention_triton" in _intro()
+    closing = next(" ".join(h.split()) for h in headings if h.startswith("## What changed"))
+    assert "no gates" not in closing and "section 8b" in closing
