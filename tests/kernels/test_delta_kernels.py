@@ -65,6 +65,19 @@ def test_forward_matches_the_recurrent_definition_fp32(T, gated):
     assert_close("S", rS, S, rel=TOL[torch.float32])
 
 
+@pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
+def test_forward_with_b_and_h_above_one_odd_t_and_an_initial_state(gated):
+    B, H, T, D, E = 2, 3, 37, 16, 24  # odd T, one partial chunk, D != E
+    q, k, v, beta, g, S0 = delta_inputs(B, H, T, D, E, torch.float32, seed=11)
+    if gated:
+        o, S = gated_delta_rule_triton(q, k, v, beta, g, S0, True, scale=0.3)
+    else:
+        o, S = delta_rule_triton(q, k, v, beta, S0, True, scale=0.3)
+    ro, rS = reference(q, k, v, beta, g if gated else None, S0, 0.3)
+    assert_close("o", ro, o, rel=TOL[torch.float32])
+    assert_close("S", rS, S, rel=TOL[torch.float32])
+
+
 @pytest.mark.parametrize("T", [65, 300])
 def test_forward_in_bf16_is_close_and_keeps_an_fp32_state(T):
     q, k, v, beta, g, S0 = delta_inputs(1, 1, T, 32, 32, torch.bfloat16, seed=1, gate_scale=0.1)
