@@ -30,7 +30,7 @@ import json
 import os
 
 from lintutor.experiments import _gpu
-from lintutor.experiments.results import load
+from lintutor.experiments.results import asset_path, load
 
 TOKENS, WIDTH = 65536, 2048
 T_LIST = (512, 2048, 8192, 32768, 65536)
@@ -302,6 +302,25 @@ def run(quick=False, out_dir="assets", do_tune=False, log=print) -> dict:
     log(table(result))
     log(f"wrote {path}")
     return result
+
+
+def stored_runs(folder: str | None = None) -> dict[str, str]:
+    """{card: path} of the stored benchmark runs in `folder` (default assets/): for each card the
+    full sweep delta_bench_<card>.json where there is one, else delta_bench_<card>_quick.json;
+    _tune.json files (launch-setting sweeps) are not benchmark runs."""
+    if folder is None:
+        folder = os.path.dirname(asset_path("README.md"))
+    runs = {}
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if not (name.startswith("delta_bench_") and name.endswith(".json")):
+            continue
+        stem = name[len("delta_bench_") : -len(".json")]
+        if not stem or stem.endswith("_tune"):
+            continue
+        card, quick = stem.removesuffix("_quick"), stem.endswith("_quick")
+        if card not in runs or not quick:
+            runs[card] = os.path.join(folder, name)
+    return runs
 
 
 def table(result: dict | str | None = None) -> str:

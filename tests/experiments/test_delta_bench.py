@@ -91,3 +91,14 @@ def test_run_without_a_gpu_says_so():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
         delta_bench.run(quick=True)
+
+
+def test_stored_runs_take_the_full_sweep_else_the_quick_run_and_never_a_tune(tmp_path):
+    for name in ("delta_bench_h200_quick.json", "delta_bench_h100_quick.json",
+                 "delta_bench_h100.json", "delta_bench_h200_tune.json", "delta_mqar_cpu.json",
+                 "delta_bench_.json"):  # fmt: skip
+        (tmp_path / name).write_text("{}")
+    runs = delta_bench.stored_runs(str(tmp_path))
+    assert runs == {"h100": str(tmp_path / "delta_bench_h100.json"),
+                    "h200": str(tmp_path / "delta_bench_h200_quick.json")}  # fmt: skip
+    assert delta_bench.stored_runs(str(tmp_path / "missing")) == {}
