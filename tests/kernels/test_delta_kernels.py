@@ -219,3 +219,22 @@ def test_every_kernel_stays_in_bounds_under_the_checked_launcher():
                    D=D, E=E, BD=next_pow2(D), BE=16, USE_G=True)  # fmt: skip
     assert_close("S after one step", gated_delta_rule_step_triton(q_t, k_t, v_t, b_t, g_t, S0)[1],
                  S1, rel=1e-6)  # fmt: skip
+
+
+def test_launchers_share_the_pytorch_forms_signatures():
+    """Each kernel launcher takes its PyTorch form's parameters, in order, with its defaults; the
+    decode steps add only out_state (update the state in place), as lesson 08's step does."""
+    import inspect
+
+    from lintutor.delta import delta_rule_chunked
+    from lintutor.delta_gated import gated_delta_rule_step
+
+    def params(fn):
+        return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    assert params(delta_rule_triton) == params(delta_rule_chunked)
+    assert params(gated_delta_rule_triton) == params(gated_delta_rule_chunked)
+    assert params(delta_rule_step_triton) == params(delta_rule_step) + [("out_state", None)]
+    assert params(gated_delta_rule_step_triton) == params(gated_delta_rule_step) + [
+        ("out_state", None)
+    ]
