@@ -177,7 +177,7 @@ def figure(result: dict | str | None = None):
     fig.update_yaxes(title_text="mIoU (%)", range=[max(0, low - 10), 100], row=1, col=1)
     fig.update_yaxes(title_text="mIoU (%)", range=[60, 80], row=1, col=2)
     fig.update_xaxes(title_text="ablation row", tickangle=30)
-    fig.update_layout(width=900, height=440)
+    fig.update_layout(width=800, height=440)
     return fig
 
 
