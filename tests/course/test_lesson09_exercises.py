@@ -86,9 +86,9 @@ def test_an_answer_remembered_from_the_first_call_fails():
     assert _result("09.3", remembers).status == "fail"
 
 
-def test_a_recurrent_answer_to_the_chunked_exercise_passes_the_numbers():
-    """The chunked exercise asks for the chunked form in its text; this checker compares numbers
-    (a form-detecting check is not written yet), so the definition passes too."""
+def test_a_recurrent_answer_to_the_chunked_exercise_is_the_wrong_form_and_vice_versa():
+    """Right numbers in the other form fail, and the verdict names the form it saw."""
+    from lintutor.delta import delta_rule_chunked
     from lintutor.delta_gated import gated_delta_rule_recurrent
 
     def recurrent(q, k, v, beta, g, initial_state=None, output_final_state=False, scale=1.0,
@@ -96,5 +96,38 @@ def test_a_recurrent_answer_to_the_chunked_exercise_passes_the_numbers():
         return gated_delta_rule_recurrent(q, k, v, beta, g, initial_state, output_final_state,
                                           scale)  # fmt: skip
 
-    assert _result("09.4", recurrent).passed
+    def chunked(q, k, v, beta, initial_state=None, output_final_state=False, scale=1.0):
+        return delta_rule_chunked(q, k, v, beta, initial_state, output_final_state, scale,
+                                  chunk_size=4)  # fmt: skip
+
+    for ex_id, fn, seen in (("09.4", recurrent, "recurrent"), ("09.2", chunked, "chunked")):
+        result = _result(ex_id, fn)
+        assert result.status == "fail" and "wrong form" in result.message, ex_id
+        assert f"{seen} form" in result.message, ex_id  # the form it saw; the asked one differs
+    assert l09.EX_09_2.form == "recurrent" and l09.EX_09_4.form == "chunked"
     assert l09.EX_09_4.timeout >= 10
+
+
+def test_a_chunked_answer_built_on_the_packages_ut_transform_passes():
+    """09.4's text allows delta.ut_transform (shown after 09.3) inside the learner's own loop."""
+    from lintutor.delta import ut_transform
+    from lintutor.gated import segment_sum
+
+    def mine(q, k, v, beta, g, initial_state=None, output_final_state=False, scale=1.0,
+             chunk_size=64):  # fmt: skip
+        B, H, T, D = q.shape
+        S = q.new_zeros(B, H, D, v.shape[-1]) if initial_state is None else initial_state
+        outs = []
+        for start in range(0, T, chunk_size):
+            c = slice(start, start + chunk_size)
+            q_c, k_c, v_c, g_c = q[:, :, c], k[:, :, c], v[:, :, c], g[:, :, c]
+            G = torch.cumsum(g_c, -1)
+            w, u = ut_transform(k_c, v_c, beta[:, :, c], g_c)
+            new = u - w @ S
+            scores = (q_c @ k_c.transpose(-1, -2)) * torch.exp(segment_sum(g_c))
+            outs.append(scale * ((torch.exp(G)[..., None] * q_c) @ S + scores @ new))
+            to_end = torch.exp(G[..., -1:] - G)[..., None]
+            S = torch.exp(G[..., -1])[..., None, None] * S + (to_end * k_c).transpose(-1, -2) @ new
+        return torch.cat(outs, 2), S
+
+    assert _result("09.4", mine).passed

@@ -283,6 +283,7 @@ def _rc_normalizes_keys(q, k, v, beta, initial_state=None, output_final_state=Fa
 EX_09_2 = Exercise(
     id="09.2",
     title="the delta rule, recurrent",
+    form="recurrent",
     reference=ref.delta_rule_recurrent,
     make_inputs=_seq_inputs,
     named_sizes=REC_SIZES,
@@ -560,6 +561,7 @@ def _gc_drops_partial(q, k, v, beta, g, initial_state=None, output_final_state=F
 EX_09_4 = Exercise(
     id="09.4",
     title="the gated delta rule, chunked",
+    form="chunked",
     reference=ref_gated.gated_delta_rule_chunked,
     make_inputs=_gated_inputs,
     named_sizes=GATED_SIZES,
