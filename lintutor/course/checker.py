@@ -77,6 +77,7 @@ import contextlib
 import inspect
 import json
 import os
+import re
 import sys
 import textwrap
 import traceback
@@ -156,8 +157,10 @@ class Exercise:
             raise ValueError(f"{self.id}: difficulty must be 1, 2 or 3, got {self.difficulty!r}")
         if self.form not in (None, *FORMS):
             raise ValueError(f"{self.id}: form must be one of {FORMS}, got {self.form!r}")
-        if self.form and not self.form_sizes and not any(
-            "T" in sizes or "S" in sizes for _, sizes in self.named_sizes
+        if (
+            self.form
+            and not self.form_sizes
+            and not any("T" in sizes or "S" in sizes for _, sizes in self.named_sizes)
         ):
             raise ValueError(f"{self.id}: the form check needs a named case with T (or form_sizes)")
 
@@ -792,6 +795,24 @@ _CRASH_HINT = {
 }
 
 
+def _crash_report(output: str) -> str:
+    """A dying child's last output with only what helps: messages (free(): invalid pointer,
+    Fatal Python error: ...) and the learner's own frames of the Python traceback."""
+    keep = []
+    for line in output.strip().splitlines():
+        text = line.strip()
+        if not text or text.startswith(("Extension modules", "Current thread", "Thread 0x")):
+            continue
+        frame = re.match(r'File "(.+)", line (\d+) in (\S+)', text)
+        if frame:
+            if not sandbox.library_file(frame.group(1)):
+                where = _cell_name(frame.group(1))
+                keep.append(f"  your line {frame.group(2)} ({where}, in {frame.group(3)})")
+            continue
+        keep.append(text)
+    return "\n".join(keep[-12:])[-800:]
+
+
 def _from_child(ex: Exercise, out: sandbox.ChildOutcome) -> CheckResult | None:
     """The verdict from a check run in a child; None when it must run in this process."""
     if out.kind == "result":
@@ -801,10 +822,15 @@ def _from_child(ex: Exercise, out: sandbox.ChildOutcome) -> CheckResult | None:
     if out.kind == "died":
         signame = out.status.removeprefix("killed by ")
         why = _CRASH_HINT.get(signame, "os._exit(), or a C library that called exit()")
-        where = f"on {out.where}" if out.where else "right after a call of your function"
+        where = (
+            f"on {out.where}"
+            if out.where
+            else (f"after your function ran on {out.after}" if out.after else "before it ran")
+        )
         lines = [f"your function ended the process {where} ({out.status}): {why}"]
-        if out.output.strip():
-            lines.append("The process's last output:\n" + out.output.strip()[-600:])
+        said = _crash_report(out.output)
+        if said:
+            lines.append("What the process said as it ended:\n" + said)
         return CheckResult(ex.id, FAIL, "exit", "\n".join(lines), {"status": out.status})
     if out.kind == "error":
         last = out.output.strip().splitlines()[-1] if out.output.strip() else "?"

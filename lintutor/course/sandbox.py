@@ -12,17 +12,18 @@ Two ways to run a check, the first where it exists:
                 child runs torch on one thread: a forked process must not use the parent's
                 OpenMP thread pool (it would hang), so `torch.set_num_threads` does nothing there.
   in-process    elsewhere (Windows, macOS, a process that already uses CUDA, which a forked
-                child cannot touch): a SIGALRM timer that re-arms every 50 ms, and a watchdog
-                thread that raises the timeout inside the function however it handles
-                signals. Both are exceptions, so a function that catches every exception in a
-                loop, or sits in one long C call, can outlast them; the time it really took is
-                reported either way.
+                child cannot touch): a SIGALRM timer that re-arms ever more often (50 ms, then
+                down to 20 us), and a watchdog thread that raises the timeout inside the
+                function however it handles signals. Both are exceptions, so a function that
+                ignores SIGALRM *and* catches every exception, or sits in one long C call, can
+                outlast them; the time it really took is reported either way.
 
 Either way every call goes through `Calls.call`: the process-wide state is put back after it
 (grad mode, default dtype and device, torch function and dispatch modes, RNG states, thread
 count, sys.stdout/stderr, the working directory, signal handlers, the signal mask and alarm
-timer, trace functions, warning filters, the recursion limit, torch's flags, and any function
-replaced in torch, torch.Tensor, torch.nn.functional, torch.linalg, math, builtins or the
+timer, trace functions, warning filters, the recursion limit, torch's deterministic, matmul
+precision and anomaly flags, and any function replaced in torch, torch.Tensor,
+torch.nn.functional, torch.linalg, torch.special, torch.testing, math, builtins or the
 lintutor lesson modules), and what it prints is captured: the first call's output is kept up to
 CAPTURE_LIMIT characters, the rest only counted.
 """
@@ -556,6 +557,7 @@ class ChildOutcome:
     kind: str
     value: Any = None
     where: str = ""
+    after: str = ""  # the last call's case, when the child died between calls
     limit: float = 0.0
     elapsed: float = 0.0
     status: str = ""
@@ -600,7 +602,7 @@ def run_in_child(work: Callable[[Calls], Any], idle_limit: float = 120.0) -> Chi
 
 
 def _watch_child(pid: int, fd: int, out, idle_limit: float) -> ChildOutcome:
-    buffer, call, result, error = b"", None, _MISSING, None
+    buffer, call, result, error, last_where = b"", None, _MISSING, None, ""
     last = time.monotonic()
     try:
         while True:
@@ -627,6 +629,7 @@ def _watch_child(pid: int, fd: int, out, idle_limit: float) -> ChildOutcome:
                 last = time.monotonic()
                 if message[0] == "call":
                     call = (message[1], message[2], last)
+                    last_where = message[1]
                 elif message[0] == "done":
                     call = None
                 elif message[0] == "result":
@@ -644,11 +647,14 @@ def _watch_child(pid: int, fd: int, out, idle_limit: float) -> ChildOutcome:
         return ChildOutcome("error", output=error)
     out.seek(0)
     text = out.read().decode("utf-8", "replace")
+    if len(text) > 5000:  # a crash report's start (the error, the innermost frames) and end
+        text = text[:4000] + "\n...\n" + text[-1000:]
     return ChildOutcome(
         "died",
         where=call[0] if call else "",
+        after=last_where,
         status=_status(status),
-        output=text[-CAPTURE_LIMIT:],
+        output=text,
         elapsed=time.monotonic() - last,
     )
 

@@ -90,6 +90,8 @@ def test_a_crash_in_c_code_is_reported_not_fatal():
 
     r = run_check(get("01.1"), attention_one_query, isolate=True)
     assert r.status == "fail" and r.layer == "exit" and "SIGABRT" in r.message, r.text()
+    assert "Fatal Python error: Aborted" in r.message and "your line" in r.message, r.text()
+    assert "Extension modules" not in r.message and "checker.py" not in r.message
 
 
 # --- time limits that cannot be defeated ----------------------------------------------------
