@@ -420,6 +420,12 @@ def _report_unwritten(tensors, outputs) -> None:
                 )
 
 
+def _guard(t: torch.Tensor) -> int:
+    """Guard elements on each side: at least GUARD and numel, a multiple of 64 elements (so the
+    copy is as aligned as a fresh tensor, and a GPU compiles the same specialization)."""
+    return -(-max(GUARD, t.numel()) // 64) * 64
+
+
 def _guarded_launch(kernel, g, args, kwargs, names, outputs, patterns):
     """Launch on fresh guarded copies; patterns: {argument name: guard pattern 0 or 1}."""
     tensors = [
@@ -427,7 +433,7 @@ def _guarded_launch(kernel, g, args, kwargs, names, outputs, patterns):
             key,
             name,
             t,
-            guard=max(GUARD, t.numel()),
+            guard=_guard(t),
             pattern=patterns.get(name, 0),
             poison=name in outputs,
             device=t.device,

@@ -225,3 +225,15 @@ def test_check_08_1_reports_a_missing_store_mask_instead_of_crashing(isolate, tm
     assert layer == "kernel", out
     assert "out-of-bounds" in message and "o_ptr" in message and "store" in message, out
     assert "your line" in message, out
+
+
+def test_guard_bands_keep_the_copies_aligned():
+    """A copy sits `guard` elements into its buffer: with guard = numel for a large odd tensor
+    (65,537 fp32 elements) its pointer was 4 bytes off a 16-byte boundary, so a GPU compiled
+    another specialization (no divisibility by 16) than for the learner's own tensors."""
+    for n in (100, checked.GUARD + 1, 3 * checked.GUARD + 7):
+        t = torch.zeros(n)
+        guard = checked._guard(t)
+        assert guard % 64 == 0 and guard >= max(checked.GUARD, n), (n, guard)
+        arg = checked._Arg(0, "x", t, guard=guard, device="cpu")
+        assert arg.body.data_ptr() % 16 == 0, (n, guard)
