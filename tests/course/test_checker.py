@@ -137,3 +137,28 @@ def test_format_learner_exception_without_learner_frames():
     except RuntimeError as err:
         text = format_learner_exception(err)
     assert text.startswith("RuntimeError")
+
+
+def test_a_wrong_number_is_located_without_importing_sympy():
+    """torch.unravel_index imports torch.fx's symbolic shapes (and sympy) on its first call:
+    ~0.5 s in every forked child that found a wrong number. The checker locates the worst
+    element itself; the index it names is the one torch gives."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from lintutor.course.checker import _unravel\n"
+        "from lintutor.course.exercises import all_exercises, run_check\n"
+        "for ex in all_exercises().values():\n"
+        "    if ex.lesson != '08':\n"
+        "        r = run_check(ex, ex.wrong[0], isolate=False)\n"
+        "        assert r.status == 'fail', r.text()\n"
+        "assert 'sympy' not in sys.modules, 'sympy was imported'\n"
+        "x = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(0))\n"
+        "flat = int(torch.argmax(x))\n"
+        "want = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), x.shape))\n"
+        "assert _unravel(flat, x.shape) == want, (_unravel(flat, x.shape), want)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
