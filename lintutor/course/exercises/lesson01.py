@@ -8,16 +8,22 @@ import torch
 
 from lintutor import softmax as ref
 from lintutor.course.checker import Exercise, between, cases, normal
+from lintutor.course.exercises._mistakes import TIGHT, memo
 
 # --- 01.1 attention for one query ------------------------------------------------------------
 
 
 def _one_inputs(s, g):
-    return {
-        "q": normal(g, s["D"]),
-        "k": normal(g, s["S"], s["D"]),
-        "v": normal(g, s["S"], s["E"]),
-    }
+    q, k = normal(g, s["D"]), normal(g, s["S"], s["D"])
+    if s.get("shared"):  # every key close to q: scores ~ 10^4 / sqrt(D), differences ~ 1
+        q, k = 100 * q / q.norm(), 100 * q / q.norm() + 0.01 * k
+    return {"q": q, "k": k, "v": normal(g, s["S"], s["E"])}
+
+
+def _softmax_no_shift(s):
+    """exp(s) / sum exp(s) without subtracting the largest score first."""
+    e = torch.exp(s)
+    return e / e.sum(-1, keepdim=True)
 
 
 def _one_no_scale(q, k, v):
@@ -46,6 +52,24 @@ def _one_hard(q, k, v):
     return v[torch.argmax(k @ q)]
 
 
+def _one_no_max_shift(q, k, v):
+    """the softmax is exp(s) / sum exp(s) without subtracting the largest score first: exp
+    overflows to inf (and inf / inf is NaN) once scores pass ~709; torch.softmax, or
+    exp(s - s.max()), gives the same weights without overflowing"""
+    return _softmax_no_shift(k @ q / math.sqrt(q.shape[-1])) @ v
+
+
+def _one_first_256_keys(q, k, v):
+    """only the first 256 keys are used (a fixed-size buffer): the weights must cover all S keys"""
+    return ref.attention_one_query(q, k[:256], v[:256])
+
+
+def _one_memo(q, k, v):
+    """the answer is cached by the shapes of q, k, v: a second call with the same shapes and
+    other values returns the first call's result"""
+    return memo(ref.attention_one_query, q, k, v)
+
+
 EX_01_1 = Exercise(
     id="01.1",
     title="attention for one query",
@@ -56,15 +80,28 @@ EX_01_1 = Exercise(
         ("one key", 1, 4, 4),
         ("odd length", 7, 8, 8),
         ("D != E", 5, 6, 3),
-    ),
-    random_sizes=between(S=(2, 40), D=(2, 16), E=(1, 16)),
+        ("S = 333 keys", 333, 8, 4),
+        ("odd length again, other values", 7, 8, 8),
+    )
+    + cases("S D E shared", ("scores ~ 3500 that differ by ~1", 12, 8, 5, True)),
+    random_sizes=between(S=(2, 400), D=(2, 16), E=(1, 16)),
     hints=(
         "Scores first: one number per key, how well the key matches q.",
         "scores = k @ q / sqrt(D) has shape (S,); softmax turns them into weights that sum to 1; "
         "the output is the weighted sum of the rows of v.",
         "weights = torch.softmax(k @ q / math.sqrt(q.shape[-1]), dim=-1); return weights @ v",
     ),
-    wrong=[_one_no_scale, _one_scale_by_d, _one_no_softmax, _one_sum_normalized, _one_hard],
+    wrong=[
+        _one_no_scale,
+        _one_scale_by_d,
+        _one_no_softmax,
+        _one_sum_normalized,
+        _one_hard,
+        _one_no_max_shift,
+        _one_first_256_keys,
+        _one_memo,
+    ],
+    **TIGHT,
     difficulty=1,
     minutes=5,
     objective="Compute scaled dot-product attention for a single query.",
@@ -76,12 +113,11 @@ EX_01_1 = Exercise(
 
 def _full_inputs(s, g):
     B, H, T, D, E = s["B"], s["H"], s["T"], s["D"], s["E"]
-    return {
-        "q": normal(g, B, H, T, D),
-        "k": normal(g, B, H, T, D),
-        "v": normal(g, B, H, T, E),
-        "causal": s["causal"],
-    }
+    q, k = normal(g, B, H, T, D), normal(g, B, H, T, D)
+    if s.get("shared"):  # every key close to every query: scores ~ 10^4 / sqrt(D)
+        u = q[..., :1, :] / q[..., :1, :].norm(dim=-1, keepdim=True)  # (B, H, 1, D)
+        q, k = 100 * u + 0.01 * q, 100 * u + 0.01 * k
+    return {"q": q, "k": k, "v": normal(g, B, H, T, E), "causal": s["causal"]}
 
 
 def _scores(q, k):
@@ -134,6 +170,34 @@ def _full_ignores_causal(q, k, v, **_):
     return torch.softmax(_scores(q, k), dim=-1) @ v
 
 
+def _full_no_max_shift(q, k, v, causal=False):
+    """the softmax is exp(s) / sum exp(s) without subtracting each row's largest score first:
+    exp overflows (inf / inf = NaN) once scores pass ~709; use torch.softmax"""
+    s = _scores(q, k)
+    if causal:
+        s = s.masked_fill(~ref.causal_mask(q.shape[-2]), float("-inf"))
+    return _softmax_no_shift(s) @ v
+
+
+_MASK_256 = torch.ones(256, 256, dtype=torch.bool).tril()
+
+
+def _full_mask_buffer(q, k, v, causal=False):
+    """the causal mask is sliced from a 256 x 256 buffer made once: for T > 256 it is too small;
+    build it for this T (torch.ones(T, T, dtype=torch.bool).tril())"""
+    s = _scores(q, k)
+    if causal:
+        T = q.shape[-2]
+        s = s.masked_fill(~_MASK_256[:T, :T], float("-inf"))
+    return torch.softmax(s, dim=-1) @ v
+
+
+def _full_memo(q, k, v, causal=False):
+    """the answer is cached by the shapes of q, k, v: a second call with the same shapes and
+    other values returns the first call's result"""
+    return memo(ref.softmax_attention, q, k, v, causal)
+
+
 EX_01_2 = Exercise(
     id="01.2",
     title="softmax attention with a causal mask",
@@ -146,8 +210,11 @@ EX_01_2 = Exercise(
         ("odd T, causal", 1, 1, 7, 8, 8, True),
         ("B, H > 1", 2, 3, 5, 4, 4, False),
         ("D != E, causal", 2, 2, 6, 5, 3, True),
-    ),
-    random_sizes=between(B=(1, 3), H=(1, 4), T=(2, 33), D=(2, 16), E=(1, 16), causal=bool),
+        ("T = 320, causal", 1, 1, 320, 4, 3, True),
+        ("odd T, causal, again with other values", 1, 1, 7, 8, 8, True),
+    )
+    + cases("B H T D E causal shared", ("scores ~ 3500, causal", 1, 2, 9, 8, 4, True, True)),
+    random_sizes=between(B=(1, 3), H=(1, 4), T=(2, 80), D=(2, 16), E=(1, 16), causal=bool),
     time_dim=-2,
     hints=(
         "All queries at once: one (T, T) matrix of scores per batch and head.",
@@ -164,7 +231,11 @@ EX_01_2 = Exercise(
         _full_no_diagonal,
         _full_zero_mask,
         _full_ignores_causal,
+        _full_no_max_shift,
+        _full_mask_buffer,
+        _full_memo,
     ],
+    **TIGHT,
     difficulty=1,
     minutes=10,
     objective="Compute attention for all queries as one matrix product, with an optional "
@@ -232,6 +303,19 @@ def _mha_one_head(x, w_q, w_k, w_v, w_o, causal=False, **_):
     return ref.merge_heads(ref.softmax_attention(q, k, v, causal)) @ w_o
 
 
+def _mha_mask_buffer(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
+    """the causal mask is sliced from a 256 x 256 buffer made once: for T > 256 it is too small"""
+    q, k, v = _mha_parts(x, w_q, w_k, w_v, n_heads)
+    out = _full_mask_buffer(q, k, v, causal)
+    return ref.merge_heads(out) @ w_o
+
+
+def _mha_memo(x, w_q, w_k, w_v, w_o, n_heads, causal=False):
+    """the answer is cached by the shapes of the inputs: a second call with the same shapes and
+    other values returns the first call's result"""
+    return memo(ref.multihead_attention, x, w_q, w_k, w_v, w_o, n_heads, causal)
+
+
 EX_01_3 = Exercise(
     id="01.3",
     title="multi-head self-attention",
@@ -243,8 +327,10 @@ EX_01_3 = Exercise(
         ("one head", 1, 1, 5, 4, False),
         ("odd T, causal", 2, 3, 7, 4, True),
         ("B, H > 1", 3, 4, 6, 2, False),
+        ("T = 300, causal", 1, 2, 300, 4, True),
+        ("odd T, causal, again with other values", 2, 3, 7, 4, True),
     ),
-    random_sizes=between(B=(1, 3), H=(2, 4), T=(2, 20), D=(2, 8), causal=bool),
+    random_sizes=between(B=(1, 3), H=(2, 4), T=(2, 60), D=(2, 8), causal=bool),
     time_dim=-2,
     hints=(
         "Project, split into heads, attend per head, merge, project again.",
@@ -260,7 +346,10 @@ EX_01_3 = Exercise(
         _mha_merge_no_transpose,
         _mha_scale_by_c,
         _mha_one_head,
+        _mha_mask_buffer,
+        _mha_memo,
     ],
+    **TIGHT,
     difficulty=2,
     minutes=15,
     objective="Split the channels into heads, attend in each head, merge and project.",

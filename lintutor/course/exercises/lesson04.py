@@ -6,6 +6,7 @@ import torch
 
 from lintutor import gated as ref
 from lintutor.course.checker import Exercise, between, cases, normal, uniform
+from lintutor.course.exercises._mistakes import TIGHT, memo
 
 
 def _gated_inputs(s, g):
@@ -25,8 +26,11 @@ GATED_SIZES = cases(
     ("odd T, scalar gate", 1, 2, 7, 4, 4, False),
     ("B, H > 1, D != E", 2, 3, 6, 5, 2, False),
     ("vector gate, D != E", 2, 2, 9, 3, 4, True),
+    ("T = 300, scalar gate", 1, 1, 300, 3, 2, False),
+    ("T = 300, vector gate", 1, 1, 300, 3, 2, True),
+    ("odd T, scalar gate, again with other values", 1, 2, 7, 4, 4, False),
 )
-GATED_RANDOM = between(B=(1, 3), H=(1, 3), T=(2, 24), D=(1, 6), E=(1, 6), vector=bool)
+GATED_RANDOM = between(B=(1, 3), H=(1, 3), T=(2, 64), D=(1, 6), E=(1, 6), vector=bool)
 
 
 def _gate(g_t, vector):
@@ -87,6 +91,28 @@ def _rec_gate_on_values(q, k, v, g):
     return _loop(q, k, v, g, update)
 
 
+def _rec_previous_gate(q, k, v, g):
+    """step t decays the state with the gate of step t - 1: S_t = a_t * S_{t-1} + k_t v_t^T
+    uses this step's gate"""
+    shifted = torch.cat([torch.zeros_like(g[:, :, :1]), g[:, :, :-1]], dim=2)  # a_0 = 1
+    return ref.gated_linear_attention_recurrent(q, k, v, shifted)
+
+
+def _rec_output_buffer(q, k, v, g):
+    """the outputs are written into a buffer of 256 tokens made once: for T > 256 it is too small;
+    stack the o_t (or allocate (B, H, T, E))"""
+    o = ref.gated_linear_attention_recurrent(q, k, v, g)
+    buffer = o.new_zeros(*o.shape[:2], 256, o.shape[-1])
+    buffer[:, :, : o.shape[2]] = o  # fails for T > 256
+    return buffer[:, :, : o.shape[2]]
+
+
+def _rec_memo(q, k, v, g):
+    """the answer is cached by the shapes of q, k, v, g: a second call with the same shapes and
+    other values returns the first call's result"""
+    return memo(ref.gated_linear_attention_recurrent, q, k, v, g)
+
+
 EX_04_1 = Exercise(
     id="04.1",
     title="gated causal linear attention, recurrent",
@@ -112,7 +138,11 @@ EX_04_1 = Exercise(
         _rec_log_as_gate,
         _rec_read_before,
         _rec_gate_on_values,
+        _rec_previous_gate,
+        _rec_output_buffer,
+        _rec_memo,
     ],
+    **TIGHT,
     difficulty=2,
     minutes=15,
     objective="Add a forget gate to lesson 03's recurrence, for scalar and vector gates.",
@@ -124,7 +154,8 @@ EX_04_1 = Exercise(
 
 def _mask_inputs(s, g):
     strength = s.get("strength", 1.0)
-    return {"g": -strength * uniform(g, s["B"], s["H"], s["T"])}
+    shape = s["shape"] if "shape" in s else (s["B"], s["H"], s["T"])  # g (..., T)
+    return {"g": -strength * uniform(g, *shape)}
 
 
 def _mask_naive(g):
@@ -162,6 +193,29 @@ def _mask_cumprod_no_ratio(g):
     return P.unsqueeze(-1).expand(*g.shape, g.shape[-1]).masked_fill(~_causal(g.shape[-1]), 0.0)
 
 
+def _mask_assumes_3d(g):
+    """g is taken to be (B, H, T) (B, H, T = g.shape): the log-gates have any leading dims,
+    (..., T)"""
+    B, H, T = g.shape
+    return ref.decay_mask(g.reshape(B * H, T)).reshape(B, H, T, T)
+
+
+_CAUSAL_512 = torch.ones(512, 512, dtype=torch.bool).tril()
+
+
+def _mask_buffer(g):
+    """the causal mask is sliced from a 512 x 512 buffer made once: for T > 512 it is too small;
+    build it for this T"""
+    T = g.shape[-1]
+    return torch.exp(ref.segment_sum(g)).masked_fill(~_CAUSAL_512[:T, :T], 0.0)
+
+
+def _mask_memo(g):
+    """the answer is cached by the shape of g: a second call with the same shape and other
+    values returns the first call's result"""
+    return memo(ref.decay_mask, g)
+
+
 EX_04_2 = Exercise(
     id="04.2",
     title="the decay mask from a stable segment sum",
@@ -172,8 +226,15 @@ EX_04_2 = Exercise(
         ("T=1", 1, 1, 1),
         ("odd T", 1, 1, 5),
         ("B, H > 1", 2, 3, 8),
+        ("odd T again, other values", 1, 1, 5),
     )
-    + cases("B H T strength", ("long T, strong gates", 1, 1, 700, 3.0)),
+    + cases("B H T strength", ("long T, strong gates", 1, 1, 700, 3.0))
+    + cases(
+        "shape",
+        ("g of one sequence, (T,)", (9,)),
+        ("g (H, T)", (3, 6)),
+        ("g (B, H, D, T)", (2, 2, 3, 5)),
+    ),
     random_sizes=between(B=(1, 3), H=(1, 3), T=(2, 40)),
     time_dim=-2,
     hints=(
@@ -186,7 +247,17 @@ EX_04_2 = Exercise(
         ".tril(-1), 0.0); G = torch.cumsum(x, dim=-2); "
         "return torch.exp(G).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), 0.0)",
     ),
-    wrong=[_mask_naive, _mask_inclusive, _mask_transposed, _mask_no_causal, _mask_cumprod_no_ratio],
+    wrong=[
+        _mask_naive,
+        _mask_inclusive,
+        _mask_transposed,
+        _mask_no_causal,
+        _mask_cumprod_no_ratio,
+        _mask_assumes_3d,
+        _mask_buffer,
+        _mask_memo,
+    ],
+    **TIGHT,
     difficulty=2,
     minutes=15,
     objective="Build the decay mask from segment sums of log-gates, stable for any length.",
@@ -232,6 +303,35 @@ def _par_normalized(q, k, v, g):
     return ref.gated_linear_attention_parallel(q, k, v, g, normalize=True)
 
 
+def _par_decay_includes_s(q, k, v, g):
+    """the decay includes the key's own gate, L[t, s] = a_s ... a_t: it runs over s+1 ... t (1 on
+    the diagonal)"""
+    if g.dim() == 4:
+        L = ref.decay_mask(g.transpose(-1, -2)) * torch.exp(g.transpose(-1, -2)).unsqueeze(-2)
+        return torch.einsum("bhtd,bhdts,bhsd->bhts", q, L, k) @ v
+    L = ref.decay_mask(g) * torch.exp(g).unsqueeze(-2)  # an extra a_s in column s
+    return ((q @ k.transpose(-1, -2)) * L) @ v
+
+
+_CAUSAL_256 = torch.ones(256, 256, dtype=torch.bool).tril()
+
+
+def _par_mask_buffer(q, k, v, g):
+    """the mask is sliced from a 256 x 256 causal buffer made once: for T > 256 it is too small;
+    build it for this T"""
+    T = q.shape[2]
+    if g.dim() == 4:
+        L = torch.exp(ref.segment_sum(g.transpose(-1, -2))) * _CAUSAL_256[:T, :T]
+        return torch.einsum("bhtd,bhdts,bhsd->bhts", q, L, k) @ v
+    return ((q @ k.transpose(-1, -2)) * torch.exp(ref.segment_sum(g)) * _CAUSAL_256[:T, :T]) @ v
+
+
+def _par_memo(q, k, v, g):
+    """the answer is cached by the shapes of q, k, v, g: a second call with the same shapes and
+    other values returns the first call's result"""
+    return memo(ref.gated_linear_attention_parallel, q, k, v, g)
+
+
 EX_04_3 = Exercise(
     id="04.3",
     title="gated causal linear attention, decay-masked parallel form",
@@ -258,7 +358,11 @@ EX_04_3 = Exercise(
         _par_mean_gate,
         _par_gate_on_query_only,
         _par_normalized,
+        _par_decay_includes_s,
+        _par_mask_buffer,
+        _par_memo,
     ],
+    **TIGHT,
     difficulty=2,
     minutes=15,
     objective="Compute gated linear attention without a loop: the causal mask replaced by the "
@@ -298,6 +402,7 @@ CHUNKED_SIZES = cases(
     ("long T, strong gates", 1, 2, 320, 4, 3, 64, False, True, 6.0),
     # mean |log gate| 15: even one 64-token chunk sums past 709
     ("gates that close inside a chunk", 1, 1, 80, 3, 2, 64, False, True, 30.0),
+    ("T not a multiple of C, again with other values", 1, 2, 11, 4, 3, 4, False, True, 2.0),
 )
 CHUNKED_RANDOM = between(B=(1, 2), H=(1, 3), T=(1, 48), D=(1, 6), E=(1, 6), C=(1, 16),
                          vector=bool, state=bool, strength=2.0)  # fmt: skip
@@ -424,6 +529,13 @@ def _chk_drops_last_partial(q, k, v, g, initial_state=None, chunk_size=64, **_):
     return _chunks(q, k, v, g, initial_state, chunk_size, drop_partial=True)
 
 
+def _chk_memo(q, k, v, g, initial_state=None, output_final_state=False, chunk_size=64):
+    """the answer is cached by the shapes of the inputs: a second call with the same shapes and
+    other values returns the first call's result"""
+    return memo(ref.gated_linear_attention_chunked, q, k, v, g, False, initial_state,
+                output_final_state, 1e-6, chunk_size)  # fmt: skip
+
+
 EX_04_4 = Exercise(
     id="04.4",
     title="gated causal linear attention, chunked form",
@@ -461,7 +573,9 @@ EX_04_4 = Exercise(
         _chk_final_state_undecayed,
         _chk_ignores_initial_state,
         _chk_drops_last_partial,
+        _chk_memo,
     ],
+    **TIGHT,
     difficulty=3,
     minutes=30,
     objective="Write the chunked form with gates: decay-masked chunks and a decayed state between "

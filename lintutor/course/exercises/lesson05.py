@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from lintutor import mamba as ref
 from lintutor.course.checker import Exercise, between, cases, normal
+from lintutor.course.exercises._mistakes import TIGHT, memo
 
 
 def _ssm_inputs(s, g, with_x=True, with_D=True):
@@ -32,8 +33,10 @@ SSM_SIZES = cases(
     ("odd T, one channel", 1, 7, 1, 4, "simple"),
     ("b > 1, d != N", 2, 6, 3, 5, "simple"),
     ("zero-order hold", 2, 9, 4, 2, "zoh"),
+    ("T = 300, zero-order hold", 1, 300, 2, 3, "zoh"),
+    ("b > 1, d != N, again with other values", 2, 6, 3, 5, "simple"),
 )
-SSM_RANDOM = between(b=(1, 3), T=(2, 20), d=(1, 5), N=(1, 6), discretization=["simple", "zoh"])
+SSM_RANDOM = between(b=(1, 3), T=(2, 64), d=(1, 5), N=(2, 6), discretization=["simple", "zoh"])
 
 
 # --- 05.1 the selective scan ------------------------------------------------------------------
@@ -84,6 +87,32 @@ def _scan_no_delta_on_A(x, delta, A, B, C, D, discretization="simple"):
     return _scan(x, delta, A, B, C, D, torch.exp(A).expand_as(B_bar), B_bar)
 
 
+def _scan_shortcut_in_state(x, delta, A, B, C, D, discretization="simple"):
+    """the shortcut D x_t is added to the state h (and so decays and is read by C); it is added
+    to the output: y_t = C_t . h_t + D x_t"""
+    A_bar, B_bar = ref.discretize(delta, A, B, discretization)
+    h, ys = x.new_zeros(x.shape[0], x.shape[2], A.shape[1]), []
+    for t in range(x.shape[1]):
+        h = A_bar[:, t] * h + B_bar[:, t] * x[:, t].unsqueeze(-1) + (D * x[:, t]).unsqueeze(-1)
+        ys.append((h * C[:, t].unsqueeze(1)).sum(-1))
+    return torch.stack(ys, dim=1)
+
+
+def _scan_output_buffer(x, delta, A, B, C, D, discretization="simple"):
+    """the outputs are written into a buffer of 256 steps made once: for T > 256 it is too small;
+    stack the y_t (or allocate (b, T, d))"""
+    y = ref.selective_scan_recurrent(x, delta, A, B, C, D, discretization)
+    buffer = y.new_zeros(y.shape[0], 256, y.shape[2])
+    buffer[:, : y.shape[1]] = y  # fails for T > 256
+    return buffer[:, : y.shape[1]]
+
+
+def _scan_memo(x, delta, A, B, C, D, discretization="simple"):
+    """the answer is cached by the shapes of the inputs: a second call with the same shapes and
+    other values returns the first call's result"""
+    return memo(ref.selective_scan_recurrent, x, delta, A, B, C, D, discretization)
+
+
 EX_05_1 = Exercise(
     id="05.1",
     title="Mamba's selective scan",
@@ -110,7 +139,11 @@ EX_05_1 = Exercise(
         _scan_read_before,
         _scan_always_simple,
         _scan_no_delta_on_A,
+        _scan_shortcut_in_state,
+        _scan_output_buffer,
+        _scan_memo,
     ],
+    **TIGHT,
     difficulty=2,
     minutes=20,
     objective="Write Mamba's selective scan as a plain loop: discretize, update the state, read "
@@ -167,6 +200,26 @@ def _map_no_zoh_factor(x, delta, A, B, C, discretization="simple"):
     return _map(x, delta, A, B, C, discretization, zoh=False)
 
 
+def _map_v_without_head_axis(x, delta, A, B, C, discretization="simple"):
+    """v is (b, d, T) without its last axis: each of the d heads has one value, E = 1, so v is
+    (b, d, T, 1)"""
+    q, k, v, g = _map(x, delta, A, B, C, discretization)
+    return q, k, v.squeeze(-1), g
+
+
+def _map_one_head_for_q(x, delta, A, B, C, discretization="simple"):
+    """q is (b, 1, T, N), one copy of C: every one of the d heads reads with C, so q is
+    (b, d, T, N) (expand it)"""
+    q, k, v, g = _map(x, delta, A, B, C, discretization)
+    return q[:, :1], k, v, g
+
+
+def _map_memo(x, delta, A, B, C, discretization="simple"):
+    """the answer is cached by the shapes of the inputs: a second call with the same shapes and
+    other values returns the first call's result"""
+    return memo(ref.mamba_to_gated_linear_attention, x, delta, A, B, C, discretization)
+
+
 EX_05_2 = Exercise(
     id="05.2",
     title="the selective SSM as gated linear attention",
@@ -193,7 +246,11 @@ EX_05_2 = Exercise(
         _map_gate_not_log,
         _map_no_delta_in_gate,
         _map_no_zoh_factor,
+        _map_v_without_head_axis,
+        _map_one_head_for_q,
+        _map_memo,
     ],
+    **TIGHT,
     difficulty=2,
     minutes=15,
     objective="Translate Mamba's letters into gated linear attention's q, k, v and log-gates.",
@@ -246,6 +303,28 @@ def _attn_swapped(delta, A, B, C, discretization="simple"):
     return _attn(delta, A, B, C, discretization, swap=True)
 
 
+def _attn_always_simple(delta, A, B, C, discretization="simple"):
+    """discretization='zoh' was ignored: with zero-order hold B~_s = (exp(Delta_s A) - 1) / A
+    * B_s replaces Delta_s B_s"""
+    return ref.mamba_attention_matrix(delta, A, B, C, "simple")
+
+
+_CAUSAL_256 = torch.ones(256, 256, dtype=torch.bool).tril()
+
+
+def _attn_mask_buffer(delta, A, B, C, discretization="simple"):
+    """the causal mask is sliced from a 256 x 256 buffer made once: for T > 256 it is too small;
+    build it for this T"""
+    T = delta.shape[1]
+    return ref.mamba_attention_matrix(delta, A, B, C, discretization) * _CAUSAL_256[:T, :T]
+
+
+def _attn_memo(delta, A, B, C, discretization="simple"):
+    """the answer is cached by the shapes of the inputs: a second call with the same shapes and
+    other values returns the first call's result"""
+    return memo(ref.mamba_attention_matrix, delta, A, B, C, discretization)
+
+
 EX_05_3 = Exercise(
     id="05.3",
     title="Mamba's implicit attention matrix",
@@ -264,7 +343,17 @@ EX_05_3 = Exercise(
         "G = segment_sum((delta[..., None] * A).permute(0, 2, 3, 1)); "
         "return torch.einsum('btn,bdnts,bsdn->bdts', C, torch.exp(G), B_bar)",
     ),
-    wrong=[_attn_no_delta, _attn_inclusive, _attn_transposed, _attn_not_causal, _attn_swapped],
+    wrong=[
+        _attn_no_delta,
+        _attn_inclusive,
+        _attn_transposed,
+        _attn_not_causal,
+        _attn_swapped,
+        _attn_always_simple,
+        _attn_mask_buffer,
+        _attn_memo,
+    ],
+    **TIGHT,
     difficulty=3,
     minutes=20,
     objective="Build Mamba's implicit attention matrix from segment sums of Delta A.",

@@ -2,8 +2,10 @@
 
 The learner writes a launcher with its @triton.jit kernel inside; the checker runs it on CPU
 tensors (Triton's interpreter, or moved to a GPU by the launcher) in fp32 and compares with
-lesson 03's float64 references through `lintutor.kernels.teaching`. Cases are tiny so that a
-check takes a second or two in the interpreter.
+lesson 03's float64 references through `lintutor.kernels.teaching`. Cases are small so that a
+check takes a few seconds in the interpreter, but go past one tile: T = 150 (past a 128-token
+tile, 10 chunks of 16), D and E from 2 to 40 (not always 16), and one case repeats an earlier
+case's sizes with other values (a memoized answer fails).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from lintutor.course.checker import Exercise, between, cases, normal
+from lintutor.course.exercises._mistakes import memo
 from lintutor.kernels import teaching as ref
 
 
@@ -19,13 +22,20 @@ def _qkv(s, g):
     return {"q": normal(g, B, H, T, D), "k": normal(g, B, H, T, D), "v": normal(g, B, H, T, E)}
 
 
-RANDOM_QKV = between(B=(1, 2), H=(1, 2), T=(1, 40), D=[16, 32], E=[16, 32])
+RANDOM_QKV = between(B=(1, 2), H=(1, 2), T=(1, 80), D=(2, 40), E=(2, 40))
 SIZES = cases(
     "B H T D E",
     ("T=1", 1, 1, 1, 16, 16),
     ("T not a multiple of the block", 1, 2, 37, 16, 16),
     ("D != E, not powers of two", 2, 1, 20, 20, 24),
+    ("T = 150, past a tile of 128 tokens", 1, 1, 150, 20, 12),
+    ("T not a multiple of the block, again with other values", 1, 2, 37, 16, 16),
 )
+
+
+def _half(*xs):
+    """The inputs rounded to float16 (what a kernel that loads or multiplies in fp16 sees)."""
+    return [x.half().double() for x in xs]
 
 
 # --- 08.1 non-causal linear attention -----------------------------------------------------------
@@ -63,6 +73,33 @@ def _nc_heads_mixed(q, k, v):
     return q @ S
 
 
+def _nc_one_tile(q, k, v):
+    """the kernel reads one tile of 64 tokens and has no loop over T: tokens past the first tile
+    are never summed nor written (for start in range(0, T, BT))"""
+    S = k[:, :, :64].transpose(-1, -2) @ v[:, :, :64]
+    o = q.new_zeros(q.shape[:3] + (v.shape[-1],))
+    o[:, :, :64] = q[:, :, :64] @ S
+    return o
+
+
+def _nc_fp16(q, k, v):
+    """the tiles are loaded (or multiplied) in float16: load and accumulate in float32"""
+    q, k, v = _half(q, k, v)
+    return q @ (k.transpose(-1, -2) @ v)
+
+
+def _nc_16_channels(q, k, v):
+    """the tiles hold 16 channels (BD = 16): channels past 16 are dropped; BD must cover D,
+    max(16, next_power_of_2(D))"""
+    return q[..., :16] @ (k[..., :16].transpose(-1, -2) @ v)
+
+
+def _nc_memo(q, k, v):
+    """the answer is cached by the shapes of q, k, v: a second call with the same shapes and
+    other values returns the first call's result"""
+    return memo(ref.linear_attention_simple_triton, q, k, v)
+
+
 EX_08_1 = Exercise(
     id="08.1",
     title="non-causal linear attention kernel",
@@ -80,7 +117,17 @@ EX_08_1 = Exercise(
         "(offs_t < T)[:, None] & (offs_d < D)[None, :]. Launch kernel[(B * H,)](...) on "
         "contiguous fp32 tensors and return o.to(q.device, q.dtype).",
     ),
-    wrong=[_nc_causal, _nc_first_block_only, _nc_last_block_only, _nc_normalized, _nc_heads_mixed],
+    wrong=[
+        _nc_causal,
+        _nc_first_block_only,
+        _nc_last_block_only,
+        _nc_normalized,
+        _nc_heads_mixed,
+        _nc_one_tile,
+        _nc_fp16,
+        _nc_16_channels,
+        _nc_memo,
+    ],
     time_dim=2,
     rtol=1e-4,
     atol=1e-4,
@@ -149,6 +196,31 @@ def _ch_tail_dropped(q, k, v):
     return o
 
 
+def _ch_one_tile(q, k, v):
+    """the kernel handles one tile of 64 tokens and has no loop over T: tokens past the first
+    tile are never written (for start in range(0, T, C), carrying S)"""
+    o = q.new_zeros(q.shape[:3] + (v.shape[-1],))
+    o[:, :, :64] = (q[:, :, :64] @ k[:, :, :64].transpose(-1, -2)).tril() @ v[:, :, :64]
+    return o
+
+
+def _ch_fp16(q, k, v):
+    """the tiles are loaded (or multiplied) in float16: load and accumulate in float32"""
+    return _causal(*_half(q, k, v))
+
+
+def _ch_16_channels(q, k, v):
+    """the tiles hold 16 channels (BD = 16): channels past 16 are dropped; BD must cover D,
+    max(16, next_power_of_2(D))"""
+    return _causal(q[..., :16], k[..., :16], v)
+
+
+def _ch_memo(q, k, v):
+    """the answer is cached by the shapes of q, k, v: a second call with the same shapes and
+    other values returns the first call's result"""
+    return memo(ref.causal_linear_attention_simple_triton, q, k, v)
+
+
 EX_08_2 = Exercise(
     id="08.2",
     title="causal chunked forward kernel",
@@ -165,7 +237,17 @@ EX_08_2 = Exercise(
         "Start from 08.1's kernel: one loop instead of two, `causal = offs_c[:, None] >= "
         "offs_c[None, :]`, and the state update moved after the store.",
     ),
-    wrong=[_ch_no_mask, _ch_strict_mask, _ch_no_state, _ch_state_first, _ch_tail_dropped],
+    wrong=[
+        _ch_no_mask,
+        _ch_strict_mask,
+        _ch_no_state,
+        _ch_state_first,
+        _ch_tail_dropped,
+        _ch_one_tile,
+        _ch_fp16,
+        _ch_16_channels,
+        _ch_memo,
+    ],
     time_dim=2,
     rtol=1e-4,
     atol=1e-4,
@@ -216,6 +298,27 @@ def _step_k_reads(q_t, k_t, v_t, state):
     return o, S
 
 
+def _step_fp16(q_t, k_t, v_t, state):
+    """the state or the vectors are loaded in float16: load and compute in float32"""
+    q_t, k_t, v_t, state = _half(q_t, k_t, v_t, state)
+    S = state + k_t.unsqueeze(-1) * v_t.unsqueeze(-2)
+    return torch.einsum("bhd,bhde->bhe", q_t, S), S
+
+
+def _step_16_channels(q_t, k_t, v_t, state):
+    """the tiles hold 16 channels (BD = BE = 16): rows and columns of the state past 16 are
+    never loaded nor stored; size the tiles with next_power_of_2(D) and next_power_of_2(E)"""
+    S = torch.zeros_like(state)
+    S[..., :16, :16] = state[..., :16, :16] + k_t[..., :16, None] * v_t[..., None, :16]
+    return torch.einsum("bhd,bhde->bhe", q_t, S), S
+
+
+def _step_memo(q_t, k_t, v_t, state):
+    """the answer is cached by the shapes of the inputs: a second call with the same shapes and
+    other values returns the first call's result"""
+    return memo(ref.decode_step_simple_triton, q_t, k_t, v_t, state)
+
+
 EX_08_3 = Exercise(
     id="08.3",
     title="one-token decode kernel",
@@ -226,6 +329,8 @@ EX_08_3 = Exercise(
         ("one sequence", 1, 1, 16, 16),
         ("batch of sequences, D != E", 3, 2, 16, 32),
         ("sizes not powers of two", 2, 1, 5, 7),
+        ("D = 24, E = 20: past 16 channels", 1, 2, 24, 20),
+        ("sizes not powers of two, again with other values", 2, 1, 5, 7),
     ),
     random_sizes=between(B=(1, 4), H=(1, 3), D=(2, 20), E=(2, 20)),
     hints=(
@@ -235,7 +340,16 @@ EX_08_3 = Exercise(
         "Offsets: state bh * D * E + offs_d[:, None] * E + offs_e[None, :]; q and k bh * D + "
         "offs_d; v and o bh * E + offs_e. Return (o, new_state), new_state a fresh tensor.",
     ),
-    wrong=[_step_old_state, _step_no_update, _step_replace, _step_q_for_k, _step_k_reads],
+    wrong=[
+        _step_old_state,
+        _step_no_update,
+        _step_replace,
+        _step_q_for_k,
+        _step_k_reads,
+        _step_fp16,
+        _step_16_channels,
+        _step_memo,
+    ],
     output_names=("o_t", "state"),
     rtol=1e-4,
     atol=1e-4,
