@@ -120,6 +120,9 @@ def first_launch(fn, *args, **kwargs):
 def record(kernel, grid, *args, **kwargs) -> Accesses:
     """Run `kernel[grid](*args, **kwargs)` once in the interpreter and record its accesses."""
     from triton.runtime import interpreter
+    from triton.runtime.jit import JITFunction
+
+    from lintutor.kernels._common import interpreting
 
     fn = getattr(kernel, "fn", kernel)
     names = list(getattr(kernel, "arg_names", None) or fn.__code__.co_varnames)
@@ -173,9 +176,17 @@ def record(kernel, grid, *args, **kwargs) -> Accesses:
     before = {n: builder.__dict__[n] for n in ("create_masked_load", "create_masked_store")
               if n in builder.__dict__}  # fmt: skip
     builder.create_masked_load, builder.create_masked_store = recording_load, recording_store
+    jit_call = JITFunction.__call__
+    if not interpreting():  # a GPU session: triton.language's own @jit helpers (tl.zeros,
+        # tl.sum, tl.cdiv...) and the learner's are compiled functions that refuse to run
+        # outside a kernel; while recording, run them in the interpreter as TRITON_INTERPRET does
+        JITFunction.__call__ = lambda self, *a, **k: interpreter.InterpretedFunction(self.fn)(
+            *a, **k
+        )
     try:
         interpreter.InterpretedFunction(fn)[g](*call, **kwargs)
     finally:
+        JITFunction.__call__ = jit_call
         for n in ("create_masked_load", "create_masked_store"):
             if n in before:
                 setattr(builder, n, before[n])

@@ -28,6 +28,10 @@ from reference import assert_close, gen, kernel_inputs
 
 DEV = device()
 TOL = {torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 2e-2}  # relative L2 error
+# The fp32 state of a gated scan from 16-bit inputs: on a GPU the decayed values v_s exp(b_C - b_s)
+# go into the tensor-core dot k^T v in the inputs' dtype, one rounding per chunk, measured on an H200 at 1.5e-4-1.9e-4 (fp16) and 2.6e-4-1.6e-3 (bf16), not growing from
+# T = 64 to 1000. The interpreter upcasts 16-bit dots to fp32: there the state agrees to 1e-5.
+S_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 8e-3}
 
 
 def gates(B, H, T, strength="mild", seed=11):
@@ -66,7 +70,7 @@ def test_gated_forward_matches_lesson04_with_states(T, dtype):
     ro, rS = reference(q, k, v, g, S0)
     assert o.dtype == dtype and o.shape == (1, 2, T, 16) and S.dtype == torch.float32
     assert_close("o", ro, o, rel=TOL[dtype])
-    assert_close("S", rS, S, rel=1e-5)
+    assert_close("S", rS, S, rel=S_TOL[dtype])
 
 
 @pytest.mark.parametrize("T", [65, 1000])
@@ -77,7 +81,7 @@ def test_gated_forward_with_strong_gates(T, dtype):
     o, S = K.gated_linear_attention_triton(q, k, v, g, initial_state=S0, output_final_state=True)
     ro, rS = reference(q, k, v, g, S0)
     assert_close("o", ro, o, rel=TOL[dtype])
-    assert_close("S", rS, S, rel=1e-5)
+    assert_close("S", rS, S, rel=S_TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
@@ -100,7 +104,7 @@ def test_kernel_stays_finite_where_the_factorized_chunk_overflows(dtype):
     assert torch.isfinite(o).all() and torch.isfinite(S).all()
     ro, rS = reference(q, k, v, g, S0)
     assert_close("o", ro, o, rel=TOL[dtype])
-    assert_close("S", rS, S, rel=1e-5)
+    assert_close("S", rS, S, rel=S_TOL[dtype])
 
 
 def test_long_sequence_whose_total_decay_underflows():
@@ -136,7 +140,7 @@ def test_gated_forward_large_head_dims(D, E):
     o, S = K.gated_linear_attention_triton(q, k, v, g, initial_state=S0, output_final_state=True)
     ro, rS = reference(q, k, v, g, S0)
     assert_close("o", ro, o, rel=2e-2)
-    assert_close("S", rS, S, rel=1e-5)
+    assert_close("S", rS, S, rel=S_TOL[torch.bfloat16])
 
 
 def test_zero_gates_give_the_ungated_kernel():

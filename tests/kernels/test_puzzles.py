@@ -217,3 +217,33 @@ def test_teaching_kernels_compile_for_a_hopper_gpu(tmp_path):
                          timeout=600)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("compiled") == 8, run.stdout
+
+
+JIT_MODE_RECORD = """
+import triton  # imported first, without TRITON_INTERPRET: triton as a GPU session has it
+import torch
+from lintutor.kernels import access, puzzles
+x = torch.randn(3, 21, generator=torch.Generator().manual_seed(7))
+kernel, grid, args, kwargs = access.first_launch(puzzles.cumsum_triton, x)
+acc = access.record(kernel, grid, *args, **kwargs)  # the kernel calls tl.zeros, a @jit helper
+print(sorted(acc.names), acc.grid)
+import triton.language as tl
+try:
+    tl.zeros([1], dtype=tl.float32)  # outside record: JIT mode again, so it must refuse
+except RuntimeError as e:
+    print("restored:", "outside of the scope of a kernel" in str(e))
+"""
+
+
+def test_record_works_when_triton_runs_compiled_kernels(tmp_path):
+    """On a GPU triton.language's own helpers (tl.zeros, tl.sum) are compiled @jit functions that
+    refuse to be called outside a kernel, so recording the cumsum puzzle failed there ("Cannot
+    call @triton.jit'd outside of the scope of a kernel"); record runs them in the interpreter
+    and puts JIT mode back. Checked here in a process that imports triton without the
+    interpreter, as a GPU session does."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)
+    run = subprocess.run([sys.executable, "-c", JIT_MODE_RECORD], capture_output=True, text=True,
+                         env=env, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "(3, 1, 1)" in run.stdout and "restored: True" in run.stdout, run.stdout
