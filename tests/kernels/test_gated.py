@@ -29,8 +29,9 @@ from reference import assert_close, gen, kernel_inputs
 DEV = device()
 TOL = {torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 2e-2}  # relative L2 error
 # The fp32 state of a gated scan from 16-bit inputs: on a GPU the decayed values v_s exp(b_C - b_s)
-# go into the tensor-core dot k^T v in the inputs' dtype, one rounding per chunk, measured on an H200 at 1.5e-4-1.9e-4 (fp16) and 2.6e-4-1.6e-3 (bf16), not growing from
-# T = 64 to 1000. The interpreter upcasts 16-bit dots to fp32: there the state agrees to 1e-5.
+# go into the tensor-core dot k^T v in the inputs' dtype, one rounding per chunk, measured on an
+# H200 at 1.5e-4-1.9e-4 (fp16) and 2.6e-4-1.6e-3 (bf16), not growing from T = 64 to 1000. The
+# interpreter upcasts 16-bit dots to fp32: there the state agrees to 1e-5.
 S_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 8e-3}
 
 
