@@ -375,7 +375,7 @@ def figure(result: dict | str | None = None):
         fig.update_xaxes(title_text="T (B = 65,536 / T)", type="log", row=1, col=col)
         fig.update_yaxes(title_text="forward ms (bf16)", type="log", row=1, col=col)
     fig.update_layout(title=f"gated delta rule forward on {result['versions'].get('gpu')}",
-                      width=900, height=380)  # fmt: skip
+                      width=800, height=380)  # fmt: skip
     return fig
 
 
