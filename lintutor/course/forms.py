@@ -10,15 +10,18 @@ The check counts what the function does while T grows, on inputs of the exercise
             loop in numpy, in plain Python or in a list comprehension counts too)
   steps     T = 16, 17, ..., 24: a loop over t adds events with every token; a loop over
             chunks of C tokens only when T passes a multiple of C (the probe uses C = 4)
-  growth    T = 64, 128, 256: a loop over t or over chunks grows linearly with T; the parallel
-            form does the same work whatever T (a log T count, as in a tree scan, is parallel)
-  chunk     for the chunked form, chunk_size = 4 and 8 at T = 256: the loop must follow it
-  memory    for the linear form, the largest tensor allocated at T = S = 128 and 256: a T x S
+  growth    T = 32, 64, 128, then 256 (skipped when the loop is already clear) and 512 while
+            the growth is unclear (blocks of 48 tokens: 1, 2, 3, 6 of them): a loop over t or
+            over chunks grows linearly with T; the parallel form does the same work whatever T
+            (a log T count, as in a tree scan, is parallel)
+  chunk     for the chunked form, chunk_size = 4 and 8 at T = 128: the loop must follow it
+  memory    for the linear form, the largest tensor allocated at T = S = 64 and 128: a T x S
             map grows 4x when T doubles, the linear form's tensors 2x
 
 What it cannot see: work that torch does in one call (a cumulative sum or a scan kernel is
-parallel to it, as it should be), and code that hides from both counters (a TorchScript loop,
-a C extension).
+parallel to it, as it should be), code that hides from both counters (a TorchScript loop, a
+C extension), and a loop over fixed blocks of about 200 tokens or more (their count grows too
+little over the probes).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ FORMS = ("recurrent", "parallel", "chunked", "no loop over t", "linear")
 TIME_KEYS = ("T", "S")
 CHUNK_KEYS = ("C", "chunk_size")
 WINDOW = range(16, 25)
-LONG = (64, 128, 256)
+LONG = (32, 64, 128)
+FURTHER = (256, 512)  # where the growth over LONG is unclear (see _loops)
 PROBE_CHUNK = 4
 
 ASKED = {
@@ -155,6 +159,27 @@ def _per_token(parts: list[tuple[float, str]]) -> str:
     return " and ".join(said) or "~0 torch calls"
 
 
+def _loops(probe: _Probe, counts: list[int], C: int | None) -> bool:
+    """Whether the events grow linearly with T (a loop over tokens or blocks of them), from the
+    counts at T = LONG: each doubling of T doubles a linear count's increase, while a count that
+    grows as log T (a tree scan: parallel) adds the same amount each time. Blocks of more than
+    about a third of the longest probe make the increases uneven (1, 2, 3 blocks of 48 at T = 32,
+    64, 128), and blocks of 128 or more look constant there: so T doubles again, to 256
+    always unless the growth is already clearly linear, and to 512 while it is unclear."""
+    d_prev, d = counts[1] - counts[0], counts[2] - counts[1]
+    last = counts[2]
+    for i, T in enumerate(FURTHER):
+        if d_prev > 0 and d >= max(2, 1.5 * d_prev):
+            break  # clearly linear
+        if d == 0 and (d_prev > 0 or i > 0):
+            break  # constant at the end (an extra branch); the same from 32 to 256: no blocks
+        more = probe.count(T, C)
+        if more is None:
+            return False
+        d_prev, d, last = d, more.events - last, more.events
+    return d_prev > 0 and d >= max(2, 1.5 * d_prev)
+
+
 def check_form(ex, fn, calls: Calls):
     """(None, sentence for a pass) when fn computes the asked form; (message, None) when it does
     not; (Call, where) when a probe call itself failed (the caller reports it)."""
@@ -167,18 +192,14 @@ def check_form(ex, fn, calls: Calls):
     events = [c.events for c in window]
     steps = [b - a for a, b in zip(events, events[1:])]
     stepping = sum(s > 0 for s in steps) / len(steps)
-    n64, n128, n256 = (c.events for c in long)
+    n_short, n_mid, n_long = (c.events for c in long)
     span = LONG[2] - LONG[1]
     calls_rate = (long[2].calls - long[1].calls) / span
     lines_rate = (long[2].lines - long[1].lines) / span
     rate = calls_rate + lines_rate
-    d2, d3 = n128 - n64, n256 - n128
-    loops = d3 >= max(2, 1.5 * d2)
-    if loops and d2 == 0:  # blocks of 128 tokens or more, or one extra branch: look further
-        n512 = probe.count(512, C)
-        if probe.failed:
-            return probe.failed, probe.failed_where
-        loops = n512.events - n256 >= 1.5 * d3
+    loops = _loops(probe, [n_short, n_mid, n_long], C)
+    if probe.failed:
+        return probe.failed, probe.failed_where
     if stepping >= 0.75 and rate >= 0.5:
         seen = "recurrent"
     elif loops:
@@ -196,16 +217,23 @@ def check_form(ex, fn, calls: Calls):
         jumps = [s for s in steps if s > 0]
         block = statistics.median(jumps) / rate if jumps and rate > 0 else None
         size = f" of about {block:.0f} tokens" if block else " (longer than 8 tokens)"
+        if rate == 0:  # blocks longer than the probes from 64 to 128: the rate over all of them
+            far = max(T for T, c in probe.cache if c == C)
+            span = far - LONG[0]
+            calls_rate = (probe.cache[(far, C)].calls - long[0].calls) / span
+            lines_rate = (probe.cache[(far, C)].lines - long[0].lines) / span
+            per_token = _per_token([(calls_rate, "torch calls"), (lines_rate, "Python lines")])
         blocks = (
             f"your function's work grows in steps, in blocks{size} ({per_token} per token "
             "on average)"
         )
         what = f"{blocks}: it loops over blocks of tokens, which is a chunked form"
     else:
-        same = "the same" if n256 == events[0] else "about the same"
+        same = "the same" if n_long == events[0] else "about the same"
+        far = max(T for T, c in probe.cache if c == C)
         what = (
             f"your function makes {same} {long[2].calls} torch calls whatever T (T = "
-            f"{WINDOW[0]} to {LONG[2]}): that is the parallel form, with no loop over t"
+            f"{WINDOW[0]} to {far}): that is the parallel form, with no loop over t"
         )
 
     asked = ex.form
@@ -217,7 +245,7 @@ def check_form(ex, fn, calls: Calls):
             other = probe.count(LONG[2], 2 * PROBE_CHUNK)
             if probe.failed:
                 return probe.failed, probe.failed_where
-            if other.events >= n256:
+            if other.events >= n_long:
                 return (
                     f"{blocks}, the same for chunk_size = {PROBE_CHUNK} and {2 * PROBE_CHUNK}: "
                     "it ignores chunk_size. The chunked form cuts T into chunks of chunk_size "

@@ -79,6 +79,20 @@ def _blocks_of_16(q, k, v, normalize=True, initial_state=None, output_final_stat
     )
 
 
+def _blocks_of_48(q, k, v, normalize=True, initial_state=None, output_final_state=False, eps=1e-6):
+    """Fixed blocks of 48 tokens: 1, 2, 3 blocks at T = 32, 64, 128 (as even as a log T count)."""
+    return cl.causal_linear_attention_chunked(
+        q, k, v, normalize, initial_state, output_final_state, eps, chunk_size=48
+    )
+
+
+def _blocks_of_128(q, k, v, normalize=True, initial_state=None, output_final_state=False, eps=1e-6):
+    """Fixed blocks of 128 tokens: one block at every T up to 128."""
+    return cl.causal_linear_attention_chunked(
+        q, k, v, normalize, initial_state, output_final_state, eps, chunk_size=128
+    )
+
+
 def _chunked_as_recurrent(
     q, k, v, normalize=True, initial_state=None, output_final_state=False, eps=1e-6, chunk_size=64
 ):
@@ -150,6 +164,8 @@ WRONG_FORMS = [
     ("03.3", _chunked_own_token_loop, ["recurrent", "per token"]),
     ("03.3", _numpy_recurrent, ["Python lines per token", "recurrent"]),
     ("03.2", _blocks_of_16, ["blocks", "chunked", "asks for the parallel form"]),
+    ("03.2", _blocks_of_48, ["blocks", "chunked", "asks for the parallel form"]),
+    ("03.2", _blocks_of_128, ["blocks", "chunked", "asks for the parallel form"]),
     ("03.2", _stacked_prefixes, ["per token", "recurrent"]),
     ("03.2", _my_own_recurrent_loop, ["per token", "recurrent"]),
     ("03.2", _numpy_recurrent, ["Python lines per token"]),
@@ -274,6 +290,33 @@ def test_legitimate_variants_of_the_asked_form_pass():
         return _state_out(o, q, k, v, normalize, initial_state, output_final_state, eps)
 
     r = check("03.2", causal_linear_attention_parallel, show=False)
+    assert r.passed, r.text()
+
+
+def _tree_scan_parallel(
+    q, k, v, normalize=True, initial_state=None, output_final_state=False, eps=1e-6
+):
+    """The parallel form as a prefix sum by doubling (Hillis-Steele): log2(T) steps, no loop
+    over t."""
+    B, H, T, D = q.shape
+    S0, z0 = q.new_zeros(B, H, D, v.shape[-1]), q.new_zeros(B, H, D)
+    if initial_state is not None:
+        S0, z0 = initial_state if normalize else (initial_state, z0)
+    X = k.unsqueeze(-1) * v.unsqueeze(-2)  # (B, H, T, D, E)
+    Z = k
+    shift = 1
+    while shift < T:
+        X = torch.cat([X[:, :, :shift], X[:, :, shift:] + X[:, :, :-shift]], dim=2)
+        Z = torch.cat([Z[:, :, :shift], Z[:, :, shift:] + Z[:, :, :-shift]], dim=2)
+        shift *= 2
+    o = torch.einsum("bhtd,bhtde->bhte", q, X + S0.unsqueeze(2))
+    if normalize:
+        o = o / ((q * (Z + z0.unsqueeze(2))).sum(-1, keepdim=True) + eps)
+    return _state_out(o, q, k, v, normalize, initial_state, output_final_state, eps)
+
+
+def test_a_log_t_tree_scan_is_the_parallel_form():
+    r = check("03.2", _renamed(_tree_scan_parallel, "causal_linear_attention_parallel"), show=False)
     assert r.passed, r.text()
 
 
