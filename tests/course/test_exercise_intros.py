@@ -12,7 +12,12 @@ from lintutor.course.exercises import get
 from lintutor.course.notebook import exercise_cells
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LESSONS = ["04_decay_and_gating.ipynb", "05_mamba_as_linear_attention.ipynb"]
+LESSONS = [
+    "04_decay_and_gating.ipynb",
+    "05_mamba_as_linear_attention.ipynb",
+    "06_efficientvit.ipynb",
+    "07_linearized_llms.ipynb",
+]
 HEADER = re.compile(r"\*\*Difficulty (\d)/3 · about (\d+) min\.\*\* \*Objective:\* (.+)")
 
 
