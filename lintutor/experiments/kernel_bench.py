@@ -414,6 +414,7 @@ def run_gated(quick=False, out_dir="assets", log=print, budget_s=None, tune_s=No
                if (D, T) not in {(r["D"], r["T"]) for r in result["rows"]}]  # fmt: skip
     if missing:
         result["incomplete"] = f"not measured (time budget): {missing}"
+        result["missing"] = missing
     results.summarize_gated(result)
     result["seconds"] = time.perf_counter() - t0
     with open(path, "w") as fh:
