@@ -15,8 +15,10 @@ The check counts what the function does while T grows, on inputs of the exercise
             over chunks grows linearly with T; the parallel form does the same work whatever T
             (a log T count, as in a tree scan, is parallel)
   chunk     for the chunked form, chunk_size = 4 and 8 at T = 128: the loop must follow it
-  memory    for the linear form, the largest tensor allocated at T = S = 64 and 128: a T x S
-            map grows 4x when T doubles, the linear form's tensors 2x
+  memory    for the linear form, the largest tensor allocated at T = S = 64 and 128, and the
+            peak of what is allocated outside torch (tracemalloc, unless it is already running:
+            numpy arrays, Python objects): a T x S map grows 4x when T doubles, the linear
+            form's tensors 2x
 
 What it cannot see: work that torch does in one call (a cumulative sum or a scan kernel is
 parallel to it, as it should be), code that hides from both counters (a TorchScript loop, a
@@ -29,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import sys
+import tracemalloc
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -62,9 +65,11 @@ SEEN = {
 class _Counter(TorchFunctionMode):
     """Counts torch calls, and the largest tensor they allocate (in elements)."""
 
-    def __init__(self):
+    def __init__(self, trace_memory: bool = False):
         super().__init__()
         self.calls, self.lines, self.largest = 0, 0, 0
+        self.trace_memory = trace_memory  # also the peak of memory allocated outside torch
+        self.outside = 0  # that peak, in bytes (numpy arrays, Python objects)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         self.calls += 1
@@ -97,12 +102,18 @@ def _counting(counter: _Counter):
             mine[name] = not library_file(name)
         return local if mine[name] else None
 
+    traced = counter.trace_memory and not tracemalloc.is_tracing()
+    if traced:
+        tracemalloc.start()
     with counter:
         sys.settrace(calls)
         try:
             yield
         finally:
             sys.settrace(None)
+            if traced:
+                counter.outside = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
 
 
 def _base_sizes(ex) -> dict:
@@ -143,7 +154,7 @@ class _Probe:
             sizes[self.chunk_key] = C
         g = torch.Generator().manual_seed(4242)
         inputs = self.ex.make_inputs(dict(sizes), g)
-        counter = _Counter()
+        counter = _Counter(trace_memory=self.ex.form == "linear" and T in LONG[1:] and not C)
         where = f"the form check (T={T}" + (f", chunk_size={C})" if C else ")")
         call = self.calls.call(self.fn, inputs, self.ex.timeout, where, watch=_counting(counter))
         if call.kind != "ok":
@@ -263,6 +274,15 @@ def check_form(ex, fn, calls: Calls):
                     f"{small.largest:,} elements at {keys} = {LONG[1]} and {big.largest:,} at "
                     f"{LONG[2]}): a T x S map of scores, which is the quadratic form, but this "
                     f"exercise asks for {ASKED[asked]}.",
+                    None,
+                )
+            if big.outside >= 3 * max(small.outside, 1) and big.outside > 1 << 16:
+                keys = " = ".join(probe.time_keys)
+                return (
+                    f"your function allocates memory outside torch that grows as T^2 (at most "
+                    f"{small.outside:,} bytes at {keys} = {LONG[1]} and {big.outside:,} at "
+                    f"{LONG[2]}, in numpy or Python objects): a T x S map of scores, which is "
+                    f"the quadratic form, but this exercise asks for {ASKED[asked]}.",
                     None,
                 )
     if ok:
