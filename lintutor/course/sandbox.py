@@ -22,10 +22,11 @@ Either way every call goes through `Calls.call`: the process-wide state is put b
 (grad mode, default dtype and device, torch function and dispatch modes, RNG states, thread
 count, sys.stdout/stderr, the working directory, signal handlers, the signal mask and alarm
 timer, trace functions, warning filters, the recursion limit, torch's deterministic, matmul
-precision and anomaly flags, and any function replaced in torch, torch.Tensor,
-torch.nn.functional, torch.linalg, torch.special, torch.testing, math, builtins or the
-lintutor lesson modules), and what it prints is captured: the first call's output is kept up to
-CAPTURE_LIMIT characters, the rest only counted.
+precision and anomaly flags, any function replaced in torch, torch.Tensor,
+torch.nn.functional, torch.linalg, torch.special, torch.testing, math, builtins, the lintutor
+lesson modules or the checker's own modules, the code and defaults of every lintutor function,
+and the fields of every exercise), and what it prints is captured: the first call's output is
+kept up to CAPTURE_LIMIT characters, the rest only counted.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import tempfile
 import threading
 import time
 import traceback
+import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -156,9 +158,48 @@ def _namespaces() -> list:
         builtins,
     ]
     for name, mod in list(sys.modules.items()):
-        if name.startswith("lintutor.") and not name.startswith("lintutor.course") and mod:
+        if (
+            mod
+            and name.startswith("lintutor.")
+            and (not name.startswith("lintutor.course") or name.startswith(_CHECKER_MODULES))
+        ):
             owners.append(mod)
     return owners
+
+
+# the checker's own modules (no state of their own changes while a learner's function runs):
+# replacing checker._allclose or a lesson's wrong-variant library must not outlive the call
+_CHECKER_MODULES = (
+    "lintutor.course.checker",
+    "lintutor.course.forms",
+    "lintutor.course.sandbox",
+    "lintutor.course.exercises",
+)
+
+
+def _functions(namespaces) -> list:
+    """(function, its code, defaults, keyword defaults) of every function of the lintutor
+    modules: a learner who sets reference.__code__ (or __defaults__) would change the answer the
+    checker compares with."""
+    out, seen = [], set()
+    for owner, saved in namespaces:
+        if not isinstance(owner, types.ModuleType) or not owner.__name__.startswith("lintutor."):
+            continue
+        for value in saved.values():
+            if isinstance(value, types.FunctionType) and id(value) not in seen:
+                seen.add(id(value))
+                out.append((value, value.__code__, value.__defaults__, value.__kwdefaults__))
+    return out
+
+
+def _exercises() -> list:
+    """(Exercise, its fields) of every exercise loaded: get("01.1").rtol = 1e9 in a learner's
+    function must not let this or a later check pass wrong answers."""
+    mod = sys.modules.get("lintutor.course.exercises")
+    load = getattr(mod, "_load_all", None)
+    if load is None or not load.cache_info().currsize:
+        return []  # not loaded yet: nothing to protect, and nothing to import here
+    return [(ex, dict(vars(ex))) for ex in load().values()]
 
 
 def _main_thread() -> bool:
@@ -174,6 +215,8 @@ class State:
 
     def __init__(self):
         self.namespaces = [(o, dict(vars(o))) for o in _namespaces()]
+        self.functions = _functions(self.namespaces)
+        self.exercises = _exercises()
         self.grad = torch.is_grad_enabled()
         self.dtype = torch.get_default_dtype()
         self.device_context = getattr(torch._GLOBAL_DEVICE_CONTEXT, "device_context", None)
@@ -225,6 +268,21 @@ class State:
                 for name in [n for n in current if n not in saved]:
                     with contextlib.suppress(AttributeError, TypeError):
                         delattr(owner, name)
+        for fn, code, defaults, kwdefaults in self.functions:
+            if fn.__code__ is not code:
+                with contextlib.suppress(ValueError, TypeError):  # (a closure of another size)
+                    fn.__code__ = code
+            if fn.__defaults__ is not defaults:
+                fn.__defaults__ = defaults
+            if fn.__kwdefaults__ is not kwdefaults:
+                fn.__kwdefaults__ = kwdefaults
+        for ex, fields in self.exercises:
+            current = vars(ex)
+            for name in [n for n in current if n not in fields]:
+                delattr(ex, name)
+            for name, value in fields.items():
+                if current.get(name, _MISSING) is not value:
+                    setattr(ex, name, value)
         sys.stdout, sys.stderr, sys.stdin = self.streams
         if _function_modes() != self.function_modes or (
             getattr(torch._GLOBAL_DEVICE_CONTEXT, "device_context", None) is not self.device_context

@@ -186,6 +186,42 @@ def test_global_state_changed_by_the_function_is_restored(isolate, tmp_path):
     ).passed
 
 
+def _loosens_the_tolerance(q, k, v):
+    import lintutor.course.exercises as exercises
+
+    exercises.get("01.1").rtol = exercises.get("01.1").atol = 1e9
+    return _ok(q, k, v) + 1e-3
+
+
+def _rewrites_the_reference(q, k, v):
+    sm.attention_one_query.__code__ = (lambda q, k, v: v[0] * 0).__code__
+    return v[0] * 0
+
+
+def _replaces_the_checkers_allclose(q, k, v):
+    import lintutor.course.checker as checker
+
+    checker._allclose = lambda *a, **k: True
+    return v[0] * 0
+
+
+@pytest.mark.parametrize("isolate", MODES)
+@pytest.mark.parametrize(
+    "fn",
+    [_loosens_the_tolerance, _rewrites_the_reference, _replaces_the_checkers_allclose],
+    ids=lambda f: f.__name__,
+)
+def test_what_the_checker_compares_with_cannot_be_changed_by_the_function(fn, isolate):
+    """The exercise (its tolerance), the reference's code and the checker's own functions are
+    put back after every call: neither this check nor a later one passes a wrong answer."""
+    code = sm.attention_one_query.__code__
+    r = run_check(get("01.1"), fn, isolate=isolate)
+    assert r.status == "fail" and r.layer == "numbers", r.text()
+    assert get("01.1").rtol == 1e-9 and sm.attention_one_query.__code__ is code
+    assert check("01.1", _ok, show=False).passed
+    assert not check("01.1", lambda q, k, v: v[0] * 0, show=False).passed
+
+
 def test_a_default_device_set_before_the_check_does_not_break_it():
     torch.set_default_device("meta")
     try:

@@ -5,7 +5,7 @@ Each lesson's exercises live in `lintutor/course/exercises/lessonNN.py` as a lis
 the modules are found by name (`lesson` + two digits), in lesson order, so a new lesson only adds
 its file. The format of an exercise is in `lintutor.course.checker`'s docstring; every exercise
 has a reference (the package function that is its solution), named and random cases, three hint
-levels and at least four known wrong implementations that the checker must reject
+levels and at least six known wrong implementations that the checker must reject
 (tests/course/test_exercises.py proves it).
 """
 
