@@ -704,8 +704,9 @@ def run_check(
 ) -> CheckResult:
     """Check `fn` against `ex.reference`; see the module docstring for the layers.
 
-    isolate: run the learner's calls in a forked child process (None: wherever that works,
-    see `sandbox.can_isolate`); False runs them in this process.
+    isolate: run the learner's calls in a forked child process (None, or True where a child
+    cannot work, e.g. on a GPU machine: wherever that works, see `sandbox.can_isolate`); False
+    runs them in this process.
     """
     if not callable(fn):
         return _with_meta(
@@ -714,7 +715,7 @@ def run_check(
             ),
             ex,
         )
-    if isolate is None:
+    if isolate is None or (isolate and not sandbox.can_isolate()):  # e.g. a GPU machine
         isolate = sandbox.can_isolate()
     result = None
     if isolate:

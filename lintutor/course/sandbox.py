@@ -11,12 +11,13 @@ Two ways to run a check, the first where it exists:
                 becomes a verdict, and nothing the function changes reaches this process. The
                 child runs torch on one thread: a forked process must not use the parent's
                 OpenMP thread pool (it would hang), so `torch.set_num_threads` does nothing there.
-  in-process    elsewhere (Windows, macOS, a process that already uses CUDA, which a forked
-                child cannot touch): a SIGALRM timer that re-arms ever more often (50 ms, then
-                down to 20 us), and a watchdog thread that raises the timeout inside the
-                function however it handles signals. Both are exceptions, so a function that
-                ignores SIGALRM *and* catches every exception, or sits in one long C call, can
-                outlast them; the time it really took is reported either way.
+  in-process    elsewhere (Windows, macOS, a machine with a CUDA GPU, which a forked child
+                cannot use once this process has touched it): a SIGALRM timer that re-arms
+                ever more often (50 ms, then down to 20 us), and a watchdog thread that
+                raises the timeout inside the function however it handles signals. Both are
+                exceptions, so a function that ignores SIGALRM *and* catches every exception,
+                or sits in one long C call, can outlast them; the time it really took is
+                reported either way.
 
 Either way every call goes through `Calls.call`: the process-wide state is put back after it
 (grad mode, default dtype and device, torch function and dispatch modes, RNG states, thread
@@ -564,13 +565,15 @@ def _soft_limit(limit: float):
 
 
 def can_isolate() -> bool:
-    """Whether a check can run in a forked child here: Linux, and no CUDA context in this
-    process (a forked child cannot use it). LINTUTOR_NO_FORK=1 turns it off."""
+    """Whether a check can run in a forked child here: Linux, and no CUDA device. A child forked
+    after this process has created a CUDA context cannot use CUDA at all, and a check makes one
+    itself as soon as it puts a case on the GPU (lesson 08's, before the fork), so on a machine
+    with a GPU checks run in-process. LINTUTOR_NO_FORK=1 turns it off everywhere."""
     if os.environ.get("LINTUTOR_NO_FORK") == "1" or not hasattr(os, "fork"):
         return False
     if not sys.platform.startswith("linux"):
         return False
-    return not (torch.cuda.is_available() and torch.cuda.is_initialized())
+    return not torch.cuda.is_available()
 
 
 class _ChildCalls(Calls):

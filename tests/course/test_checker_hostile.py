@@ -18,11 +18,15 @@ from lintutor import softmax as sm
 from lintutor.course import sandbox
 from lintutor.course.exercises import check, get, run_check
 
+NO_CHILD = (
+    "no forked child here: no fork on this platform, or a CUDA machine (checks run in-process)"
+)
+
 MODES = [
     pytest.param(
         True,
         id="child",
-        marks=pytest.mark.skipif(not sandbox.can_isolate(), reason="no fork on this platform"),
+        marks=pytest.mark.skipif(not sandbox.can_isolate(), reason=NO_CHILD),
     ),
     pytest.param(False, id="in-process"),
 ]
@@ -73,7 +77,7 @@ def test_check_never_raises_on_base_exceptions():
         assert check("01.1", attention_one_query, show=False).status == "fail"
 
 
-@pytest.mark.skipif(not sandbox.can_isolate(), reason="no fork on this platform")
+@pytest.mark.skipif(not sandbox.can_isolate(), reason=NO_CHILD)
 def test_os_exit_ends_only_the_child():
     def attention_one_query(q, k, v):
         os._exit(7)
@@ -83,7 +87,7 @@ def test_os_exit_ends_only_the_child():
     assert "exit code 7" in r.message and "case" in r.message
 
 
-@pytest.mark.skipif(not sandbox.can_isolate(), reason="no fork on this platform")
+@pytest.mark.skipif(not sandbox.can_isolate(), reason=NO_CHILD)
 def test_a_crash_in_c_code_is_reported_not_fatal():
     def attention_one_query(q, k, v):
         os.abort()  # what a wild pointer in a kernel or a C extension does
@@ -130,7 +134,7 @@ def _one_long_c_call(q, k, v):
     return sm.attention_one_query(q, k, v)
 
 
-@pytest.mark.skipif(not sandbox.can_isolate(), reason="no fork on this platform")
+@pytest.mark.skipif(not sandbox.can_isolate(), reason=NO_CHILD)
 def test_one_long_c_call_is_killed_at_the_limit_in_a_child():
     t0 = time.perf_counter()
     r = run_check(_fast(0.5), _one_long_c_call, isolate=True)
@@ -299,7 +303,7 @@ def test_a_print_is_shown_once_not_once_per_case(capsys):
     assert r.passed and out.count("checking my shapes") == 1, out
 
 
-@pytest.mark.skipif(not sandbox.can_isolate(), reason="no fork on this platform")
+@pytest.mark.skipif(not sandbox.can_isolate(), reason=NO_CHILD)
 def test_an_in_process_check_leaves_nothing_that_breaks_a_later_child():
     """Clearing the watchdog's exception with PyThreadState_SetAsyncExc(id, NULL) when none
     was pending left CPython's pending flag set, and every later forked check hung in its
@@ -311,7 +315,7 @@ def test_an_in_process_check_leaves_nothing_that_breaks_a_later_child():
     assert r.passed and time.perf_counter() - t0 < 8, r.text()
 
 
-@pytest.mark.skipif(not sandbox.can_isolate(), reason="no fork on this platform")
+@pytest.mark.skipif(not sandbox.can_isolate(), reason=NO_CHILD)
 def test_the_stop_button_stops_a_check_in_a_child_and_its_cell():
     """An interrupt of the notebook's process (what Jupyter's stop button sends) while the
     check runs in a child ends the child and stops the cell, so "Run all" stops too."""
@@ -324,3 +328,17 @@ def test_the_stop_button_stops_a_check_in_a_child_and_its_cell():
     with pytest.raises(KeyboardInterrupt):
         check("01.1", attention_one_query, show=False)
     assert time.perf_counter() - t0 < 20
+
+
+def test_a_gpu_machine_checks_in_process_even_when_a_child_is_asked_for(monkeypatch):
+    """A child forked after this process made a CUDA context cannot use CUDA ("Cannot
+    re-initialize CUDA in forked subprocess"), and lesson 08's check makes one before the fork
+    by putting its cases on the GPU: on the H200 check('08.1') in a child was 'the checker
+    itself failed'. With a GPU there is no child, asked for or not."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert not sandbox.can_isolate()
+    forks = []
+    monkeypatch.setattr(sandbox, "run_in_child", lambda *a, **k: forks.append(a))
+    ex = get("01.1")
+    r = run_check(ex, ex.reference, isolate=True)
+    assert r.passed and forks == []
