@@ -21,9 +21,10 @@ On a machine without a GPU, importing this package sets TRITON_INTERPRET=1 (if t
 imported yet) so that the same launchers run in Triton's CPU interpreter on CPU tensors.
 """
 
-from lintutor.kernels._common import use_interpreter_if_no_gpu
+from lintutor.kernels._common import fix_interpreter_index, use_interpreter_if_no_gpu
 
 use_interpreter_if_no_gpu()
+fix_interpreter_index()  # triton <= 3.6 with NumPy >= 2.4: see _common.wrap_index_patch
 
 from lintutor.kernels.causal import (  # noqa: E402
     causal_linear_attention_step_triton,

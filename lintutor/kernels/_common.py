@@ -40,6 +40,39 @@ def use_interpreter_if_no_gpu() -> bool:
     return interpreting()
 
 
+def wrap_index_patch(patch_lang_tensor):
+    """`patch_lang_tensor` (the interpreter's `_patch_lang_tensor(tensor, scope)`) with a
+    `__index__` that reads the one element of a scalar's array.
+
+    Triton <= 3.6's interpreter holds a scalar kernel argument as a 1-element array and indexes
+    it with `int(self.handle.data)`, which NumPy >= 2.4 refuses ("only 0-dimensional arrays can
+    be converted to Python scalars"): with that pair (torch 2.11 pins triton 3.6) every kernel
+    with a loop `range(0, T, C)` over a runtime T failed in the interpreter. Later Triton
+    squeezes the array itself; this does the same for any version."""
+
+    def patched(tensor, *rest):
+        patch_lang_tensor(tensor, *rest)
+        index = lambda self: int(self.handle.data.reshape(-1)[0])  # noqa: E731
+        if rest and hasattr(rest[0], "set_attr"):
+            rest[0].set_attr(tensor, "__index__", index)  # restored with the launch's patches
+        else:
+            tensor.__index__ = index
+
+    patched.lintutor_index_fix = True
+    return patched
+
+
+def fix_interpreter_index() -> None:
+    """Install `wrap_index_patch` into triton's interpreter (once; no-op without triton)."""
+    try:
+        from triton.runtime import interpreter
+    except ImportError:
+        return
+    current = getattr(interpreter, "_patch_lang_tensor", None)
+    if current is not None and not getattr(current, "lintutor_index_fix", False):
+        interpreter._patch_lang_tensor = wrap_index_patch(current)
+
+
 def device() -> str:
     """Where kernel inputs must live: "cuda" on a GPU, "cpu" in the interpreter."""
     return "cpu" if interpreting() or not torch.cuda.is_available() else "cuda"

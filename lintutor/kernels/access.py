@@ -177,12 +177,21 @@ def record(kernel, grid, *args, **kwargs) -> Accesses:
               if n in builder.__dict__}  # fmt: skip
     builder.create_masked_load, builder.create_masked_store = recording_load, recording_store
     jit_call = JITFunction.__call__
+
+    def interpreted_call(self, *a, **k):
+        """A @jit helper called inside the recorded kernel, run by the interpreter; the
+        language patches it needs are put back after it (the interpreter's own device-function
+        call leaves them in place, which would break every later compile on a GPU)."""
+        scope = interpreter._patch_lang(self.fn)
+        try:
+            return interpreter.InterpretedFunction(self.fn).rewrite()(*a, **k)
+        finally:
+            scope.restore()
+
     if not interpreting():  # a GPU session: triton.language's own @jit helpers (tl.zeros,
         # tl.sum, tl.cdiv...) and the learner's are compiled functions that refuse to run
         # outside a kernel; while recording, run them in the interpreter as TRITON_INTERPRET does
-        JITFunction.__call__ = lambda self, *a, **k: interpreter.InterpretedFunction(self.fn)(
-            *a, **k
-        )
+        JITFunction.__call__ = interpreted_call
     try:
         interpreter.InterpretedFunction(fn)[g](*call, **kwargs)
     finally:

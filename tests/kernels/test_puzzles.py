@@ -221,17 +221,30 @@ def test_teaching_kernels_compile_for_a_hopper_gpu(tmp_path):
 
 JIT_MODE_RECORD = """
 import triton  # imported first, without TRITON_INTERPRET: triton as a GPU session has it
+import triton.language as tl
 import torch
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
 from lintutor.kernels import access, puzzles
+
+mods = {"tl": tl, "core": tl.core, "math": tl.math, "tensor": tl.tensor}
+before = {(m, n): v for m, mod in mods.items() for n, v in list(vars(mod).items())}
 x = torch.randn(3, 21, generator=torch.Generator().manual_seed(7))
 kernel, grid, args, kwargs = access.first_launch(puzzles.cumsum_triton, x)
 acc = access.record(kernel, grid, *args, **kwargs)  # the kernel calls tl.zeros, a @jit helper
 print(sorted(acc.names), acc.grid)
-import triton.language as tl
+now = {(m, n): vars(mods[m]).get(n) for m, n in before}
+print("leaked:", sorted(f"{m}.{n}" for (m, n), v in before.items() if now[m, n] is not v))
 try:
     tl.zeros([1], dtype=tl.float32)  # outside record: JIT mode again, so it must refuse
 except RuntimeError as e:
     print("restored:", "outside of the scope of a kernel" in str(e))
+sig = {n: "*fp32" if isinstance(a, torch.Tensor) else "i32"
+       for n, a in zip(kernel.arg_names, args)}
+sig.update({n: "constexpr" for n in kwargs})
+triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=dict(kwargs)),
+               target=GPUTarget("cuda", 90, 32))  # what a GPU session does next: compile
+print("compiled after recording")
 """
 
 
@@ -239,11 +252,14 @@ def test_record_works_when_triton_runs_compiled_kernels(tmp_path):
     """On a GPU triton.language's own helpers (tl.zeros, tl.sum) are compiled @jit functions that
     refuse to be called outside a kernel, so recording the cumsum puzzle failed there ("Cannot
     call @triton.jit'd outside of the scope of a kernel"); record runs them in the interpreter
-    and puts JIT mode back. Checked here in a process that imports triton without the
-    interpreter, as a GPU session does."""
+    and puts JIT mode back, and every language patch with it (a first fix left triton.language
+    .core patched, and every later compile in lesson 08 failed on the H200). Checked here in a
+    process that imports triton without the interpreter, as a GPU session does, down to a
+    compile for sm_90 after the recording."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path)
     run = subprocess.run([sys.executable, "-c", JIT_MODE_RECORD], capture_output=True, text=True,
                          env=env, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert "(3, 1, 1)" in run.stdout and "restored: True" in run.stdout, run.stdout
+    assert "leaked: []" in run.stdout and "compiled after recording" in run.stdout, run.stdout
