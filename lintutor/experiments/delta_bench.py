@@ -165,6 +165,18 @@ def small_checks(fla, log=print, B=1, T=300, H=None, d_list=(64, 128)) -> dict:
     return out
 
 
+def step_math(q, k, v, beta, g, S, scale):
+    """`delta_gated.gated_delta_rule_step`'s arithmetic without its input checks: a CUDA graph
+    cannot capture them (the check that g <= 0 reads a value back to the host, which is not
+    allowed while a stream is capturing). (B, H, D|E), (B, H), (B, H, D, E) fp32."""
+    import torch
+
+    S = torch.exp(g)[..., None, None] * S  # forget
+    v_old = torch.einsum("bhd,bhde->bhe", k, S)  # what S returns for k
+    S = S + beta[..., None, None] * k.unsqueeze(-1) * (v - v_old).unsqueeze(-2)  # erase, write
+    return scale * torch.einsum("bhd,bhde->bhe", q, S), S
+
+
 def bench_decode(fla, bw, log=print, sweep=True, B=64, H=16, D=128) -> dict:
     """One-token decode, B=64, H=16, D=E=128, fp32 state, every provider in a CUDA graph."""
     import torch
@@ -186,8 +198,10 @@ def bench_decode(fla, bw, log=print, sweep=True, B=64, H=16, D=128) -> dict:
     out["lintutor_graph_ms"] = _gpu.bench_graph(step)
     out["lintutor_eager_ms"] = _gpu.bench(step)
     q32, k32, v32, Sc = q.float(), k.float(), v.float(), S.clone()
+    mo, mS = step_math(q32, k32, v32, beta, log_a, Sc, scale)
+    out["torch_step_rel"] = max(rel_err(mo, ro), rel_err(mS, rS))  # the step's math, checked
     out["torch_step_graph_ms"] = _gpu.bench_graph(
-        lambda: gated_delta_rule_step(q32, k32, v32, beta, log_a, Sc, scale)
+        lambda: step_math(q32, k32, v32, beta, log_a, Sc, scale)
     )
     if fla is not None:
         try:

@@ -4,6 +4,7 @@ code path the GPU run takes, checks before timing, the JSON and the table and fi
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lintutor.delta_gated import gated_delta_rule_chunked, gated_delta_rule_step
 from lintutor.experiments import _gpu, delta_bench
@@ -102,3 +103,28 @@ def test_stored_runs_take_the_full_sweep_else_the_quick_run_and_never_a_tune(tmp
     assert runs == {"h100": str(tmp_path / "delta_bench_h100.json"),
                     "h200": str(tmp_path / "delta_bench_h200_quick.json")}  # fmt: skip
     assert delta_bench.stored_runs(str(tmp_path / "missing")) == {}
+
+
+class _NoHostRead(TorchDispatchMode):
+    """Fails on what a CUDA graph cannot capture: reading a tensor's value back to the host."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
+            raise AssertionError(f"reads a value back to the host: {func}")
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_pytorch_step_timed_in_a_graph_reads_nothing_back(tiny, monkeypatch):
+    """On the H200 lesson 09's live benchmark died capturing the PyTorch step: its input check
+    (g <= 0) reads a value back, which a capturing stream refuses. The graph times the step's
+    math, checked against the step first."""
+    graphed = []
+    monkeypatch.setattr(_gpu, "bench_graph", lambda fn, *a, **k: graphed.append(fn) or 1.0)
+    out = delta_bench.bench_decode(None, bw=1e12, log=lambda *_: None, B=2, H=1, D=16, sweep=False)
+    assert out["torch_step_rel"] < 1e-6 and len(graphed) == 2  # lintutor's kernel, then PyTorch
+    with _NoHostRead():
+        graphed[1]()
+    q, k, v = (torch.randn(2, 1, 16) for _ in range(3))
+    beta, g, S = torch.rand(2, 1), -torch.rand(2, 1), torch.randn(2, 1, 16, 16)
+    with pytest.raises(AssertionError, match="host"), _NoHostRead():
+        gated_delta_rule_step(q, k, v, beta, g, S, 0.25)  # the checked step could not be graphed
