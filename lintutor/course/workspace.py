@@ -157,9 +157,7 @@ class Workspace:
         """Other notebooks in the workspace whose names start like this lesson's (JupyterLab's
         "Duplicate" makes NN_name-Copy1.ipynb): they are not graded, and the learner is told."""
         stem = os.path.basename(path).removesuffix(".ipynb")
-        return sorted(
-            p for p in glob.glob(os.path.join(self.root, stem + "*.ipynb")) if p != path
-        )
+        return sorted(p for p in glob.glob(os.path.join(self.root, stem + "*.ipynb")) if p != path)
 
     def holds(self, path: str) -> bool:
         """Whether `path` is one of this workspace's lesson copies."""
