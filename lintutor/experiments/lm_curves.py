@@ -98,7 +98,7 @@ def figure(curves: dict | str | None = None, drift: dict | str | None = None):
                          row=1, col=col)  # fmt: skip
     fig.update_layout(
         title=f"TinyLM on {curves['versions']['gpu']}: the same training, several attention forms",
-        height=420, width=900, margin=dict(t=90),
+        height=420, width=800, margin=dict(t=90),
     )  # fmt: skip
     return fig
 

@@ -314,7 +314,7 @@ def figure(acc: Accesses, program=None, title: str | None = None):
     fig.update_layout(
         title=dict(text=title or f"What program {_label(program, acc.grid)} reads and writes "
                    f"(grid {acc.grid[: _used(acc.grid)]})", x=0.01, xanchor="left"),
-        height=max(330, plot_h + 170), width=900, margin=dict(t=80, b=110, l=60, r=10),
+        height=max(330, plot_h + 170), width=800, margin=dict(t=80, b=110, l=60, r=10),
         legend=dict(x=1.01, y=1, yanchor="top", font=dict(size=11)),
         sliders=[dict(active=programs.index(program), steps=steps, x=0, y=0, yanchor="top",
                       pad=dict(t=45), currentvalue=dict(prefix="program "), len=0.75)],
