@@ -110,6 +110,14 @@ def test_grouped_attention_with_a_loop_over_groups_or_t_is_rejected(fn, words):
         assert word in r.message, (word, r.message)
 
 
+@pytest.mark.parametrize("fn", [_loop_over_groups, _loop_over_t], ids=["groups", "t"])
+def test_the_wrong_form_message_says_what_07_1_asks_for(fn):
+    """07.1 asks for no loop over groups: the message says so, not only "no loop over t"."""
+    r = check("07.1", _as_learner(fn), show=False)
+    assert "asks for the parallel form (every group at once: no loop over groups" in r.message
+    assert "(no loop over t)" not in r.message, r.message
+
+
 def test_grouped_attention_with_a_loop_over_heads_passes():
     r = check("07.1", _as_learner(_loop_over_heads), show=False)
     assert r.passed and "parallel form" in r.message, r.text()

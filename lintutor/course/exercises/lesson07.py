@@ -7,7 +7,8 @@ other values, so an answer remembered from an earlier call fails.
 
 07.1 asks for a form: all groups at once, no loop over groups. After the numbers, the checker's
 form check (lintutor.course.forms) grows T with G = 4 fixed: a loop over groups adds work every
-G tokens (a chunked form), a loop over t every token (the recurrent form); either is rejected.
+G tokens (a chunked form), a loop over t every token (the recurrent form); either is rejected,
+and the message says what 07.1 asks for (its `form_asked`: no loop over groups).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from lintutor import linearized as ref
 from lintutor import speculative
 from lintutor.course.checker import Exercise, between, cases, normal, uniform
+from lintutor.course.exercises._mistakes import TIGHT
 from lintutor.featuremaps import elu1
 
 # --- 07.1 grouped linear attention, all groups at once ------------------------------------
@@ -197,6 +199,7 @@ EX_07_1 = Exercise(
     ],  # fmt: skip
     time_dim=-2,
     output_names=("o", "final_state"),
+    **TIGHT,
     form="parallel",  # no loop over groups (nor over t): the same torch calls whatever T
     # G = 4 while the form check grows T: a loop over groups adds work every 4 tokens
     form_sizes=dict(B=1, H=1, T=8, D=3, E=3, G=4, local="relu2", alpha=1.0, state=True),
@@ -204,6 +207,8 @@ EX_07_1 = Exercise(
     minutes=30,
     objective="Write grouped linear attention for all groups at once: no loop over groups.",
 )
+# what a wrong-form message says 07.1 asks for (lintutor.course.forms reads it)
+EX_07_1.form_asked = "the parallel form (every group at once: no loop over groups, nor over t)"
 
 
 # --- 07.2 the causal conv mask -----------------------------------------------------------
@@ -342,6 +347,7 @@ EX_07_2 = Exercise(
     ],  # fmt: skip
     time_dim=-2,
     output_names=("c", "final_state"),
+    **TIGHT,
     difficulty=2,
     minutes=15,
     objective="Mask the centred kernel's future taps so that the conv on V is causal.",
@@ -465,6 +471,7 @@ EX_07_3 = Exercise(
         _conv_forgotten,
     ],  # fmt: skip
     output_names=("o_t", "S", "z", "window"),
+    **TIGHT,
     difficulty=2,
     minutes=15,
     objective="Decode one token of linear attention plus the causal conv from its caches.",
@@ -574,6 +581,8 @@ EX_07_4 = Exercise(
         _first_row_for_all,
     ],  # fmt: skip
     output_names=("n", "next_token"),
+    # no TIGHT: the results are integers (counts and token ids, exact at any rtol below 1 / k);
+    # float32 logits would give the same ones (test_exercise_strength.py says why)
     difficulty=1,
     minutes=10,
     objective="Accept the drafts the target agrees with, and pick the token to continue with.",
