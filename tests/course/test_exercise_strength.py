@@ -1,5 +1,5 @@
 """The checker's cases catch the classes of wrong answers that used to pass (issue 13), on every
-existing exercise of lessons 01-05 and 08 where the class applies:
+exercise of lessons 01-09 where the class applies:
 
 - final states compared (cases with output_final_state=True, nested (o, (S, z)) results);
 - sequences past any plausible fixed size (T >= 300; lesson 08: past a 128-token tile, in the
@@ -15,6 +15,11 @@ Each new wrong implementation in the lessons' libraries is caught only by its cl
 even at the old tolerance (so it passed the checker before the class was added), and the answers
 that cannot be named as a known mistake (global state kept between calls, inputs modified in
 place inside a state tuple) are rejected too.
+
+Lessons 06, 07 and 09: the reference passes 50 seeds and every named case; float32 inside fails
+on every seed (07.4 excepted: its results are integers that float32 logits cannot change, which a
+test shows); every known mistake is wrong on some named case, at least 6 of them per exercise
+(06.2 excepted: its mistakes are forms with the same numbers, caught by its watched products).
 """
 
 from __future__ import annotations
@@ -24,13 +29,17 @@ import inspect
 import pytest
 import torch
 
-from lintutor.course.exercises import _mistakes, all_exercises, run_check
+from lintutor.course.exercises import _mistakes, all_exercises, lesson06, run_check
 
 MINE = ["01.1", "01.2", "01.3", "02.1", "02.2", "02.3", "03.1", "03.2", "03.3", "03.4",
         "04.1", "04.2", "04.3", "04.4", "05.1", "05.2", "05.3", "08.1", "08.2", "08.3"]  # fmt: skip
+LATER = ["06.1", "06.2", "06.3", "07.1", "07.2", "07.3", "07.4", "09.1", "09.2", "09.3", "09.4"]
+MINE += LATER
 ALL = all_exercises()
 EXERCISES = [ALL[i] for i in MINE]
-FLOAT64 = [ex for ex in EXERCISES if ex.lesson != "08"]
+# 07.4's results are integers (accept lengths, token ids): float32 cannot change them, see
+# test_07_4_float32_inside_cannot_change_its_integer_results
+FLOAT64 = [ex for ex in EXERCISES if ex.lesson != "08" and ex.id != "07.4"]
 
 
 def _named(ex):
@@ -95,8 +104,12 @@ def test_a_case_repeats_shapes_with_other_values(ex):
     raise AssertionError(f"{ex.id}: no named case repeats an earlier case's sizes")
 
 
-# 02.1 is elementwise (its T is just a size; one case has 1000 entries); 03.4 and 08.3 are one step
-LONG = [ex for ex in EXERCISES if ex.id not in ("02.1", "03.4", "08.3")]
+# 02.1 is elementwise (its T is just a size; one case has 1000 entries); 03.4, 08.3, 07.3 and 09.1
+# are one step (07.3's long context is n = 400 tokens already in its state); 06.3 is an image;
+# 09.3 is one chunk (64 tokens, the full chunk); 07.4's block of 300 drafts is its k; 06.2 picks a
+# form from T and D, and every T past D is the linear form, which 06.1 checks at T = 301
+NOT_A_SEQUENCE = ("02.1", "03.4", "08.3", "07.3", "09.1", "06.3", "09.3", "07.4", "06.2")
+LONG = [ex for ex in EXERCISES if ex.id not in NOT_A_SEQUENCE]
 
 
 @pytest.mark.parametrize("ex", LONG, ids=[e.id for e in LONG])
@@ -203,6 +216,25 @@ def test_float32_inside_fails_on_every_seed(ex):
         assert not _close(got, want, ex.rtol, ex.atol), f"{ex.id}: float32 passes seed {seed}"
     result = run_check(ex, fp32)
     assert result.status == "fail" and result.layer == "numbers", result.text()
+
+
+def test_07_4_float32_inside_cannot_change_its_integer_results():
+    """07.4 returns integers (how many drafts are accepted, the next token) decided by argmax
+    and ==: float32 logits change them only where two logits of one position lie within float32
+    rounding (~6e-8 of their size) of each other, and the case logits are normal draws whose top
+    two are further apart on every seed. So a float32 answer is right there, and rtol does not
+    matter to 07.4."""
+    ex = ALL["07.4"]
+    fp32 = _float32_inside(ex)
+    for seed in range(50):
+        g = _gen(seed)
+        inputs = ex.make_inputs(dict(ex.random_sizes(g)), g)
+        want = ex.reference(**inputs)
+        assert all(not x.is_floating_point() for x in _leaves(want)), seed
+        top = inputs["logits"].topk(2, dim=-1).values  # (B, k + 1, 2)
+        gap = (top[..., 0] - top[..., 1]) / top[..., 0].abs().clamp_min(1.0)
+        assert float(gap.min()) > 1e-6, f"seed {seed}: a near tie, float32 could break it"
+        assert _close(fp32(**inputs), want, 0.0, 0.0), seed
 
 
 # lesson 08's reference is an fp32 kernel (checked at rtol 1e-4): float16 inside must fail. The
@@ -382,3 +414,52 @@ def test_stateful_and_in_place_answers_are_rejected(exercise_id, fn, layer):
     assert result.status == "fail" and result.layer == layer, result.text()
     if layer == "in-place":
         assert "in place" in result.message, result.message
+
+
+# ---------------------------------------------------------------------------------------------
+# lessons 06, 07 and 09: the reference passes, the library is of real mistakes
+
+LATER_EX = [ALL[i] for i in LATER]
+
+
+@pytest.mark.parametrize("ex", LATER_EX, ids=LATER)
+def test_reference_passes_50_seeds_and_every_named_case(ex):
+    result = run_check(ex, ex.reference, seeds=range(50))
+    assert result.passed, result.text()
+    assert result.details["cases"] == len(ex.named_sizes) + 50
+
+
+def _wrong_somewhere(ex, fn) -> bool:
+    """Whether fn is off by more than the exercise's tolerance (or raises, as padding=1 does on a
+    5x5 kernel) on some named case, run in the checker's order (a memoized answer is wrong on
+    the repeated shapes)."""
+    lesson06._LA_CACHE.clear()
+    for _label, inputs, want in _named_with_reference(ex):
+        try:
+            got = fn(**inputs)
+        except Exception:
+            return True
+        if not _close(got, want, ex.rtol, ex.atol):
+            return True
+    return False
+
+
+# 06.2's mistakes choose the wrong form, whose numbers agree with the right one to rounding: its
+# watched products catch them (tests/course/test_lesson06_exercises.py)
+REAL = [ex for ex in LATER_EX if ex.id != "06.2"]
+
+
+@pytest.mark.parametrize("ex", REAL, ids=[e.id for e in REAL])
+def test_every_known_mistake_is_wrong_on_some_named_case(ex):
+    right = [fn.__name__ for fn in ex.wrong if not _wrong_somewhere(ex, fn)]
+    assert not right, f"{ex.id}: {right} give the reference's numbers on every named case"
+    assert len(ex.wrong) >= 6, f"{ex.id}: {len(ex.wrong)} known mistakes"
+
+
+def test_06_2_form_mistakes_are_rejected_as_the_wrong_form():
+    ex = ALL["06.2"]
+    assert len(ex.wrong) >= 6
+    for fn in ex.wrong:
+        lesson06._SW_FORM.clear()
+        result = run_check(ex, fn)
+        assert result.status == "fail" and "FormError" in result.message, result.text()

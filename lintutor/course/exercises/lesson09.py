@@ -8,6 +8,7 @@ import torch
 from lintutor import delta as ref
 from lintutor import delta_gated as ref_gated
 from lintutor.course.checker import Exercise, between, cases, normal, uniform
+from lintutor.course.exercises._mistakes import TIGHT
 from lintutor.gated import segment_sum
 
 
@@ -155,6 +156,7 @@ EX_09_1 = Exercise(
         _st_beta_on_erase_only,
         _st_normalizes_keys,
     ],  # fmt: skip
+    **TIGHT,
     difficulty=1,
     minutes=10,
     objective="Write the delta rule's error-correcting update of a matrix memory and read from it.",
@@ -310,6 +312,7 @@ EX_09_2 = Exercise(
         _rc_no_scale,
         _rc_normalizes_keys,
     ],  # fmt: skip
+    **TIGHT,
     difficulty=2,
     minutes=15,
     objective="Run the delta rule over a sequence from an initial state and return the final one.",
@@ -434,6 +437,7 @@ EX_09_3 = Exercise(
         _ut_series,
         _ut_powers,
     ],  # fmt: skip
+    **TIGHT,
     difficulty=2,
     minutes=15,
     objective="Turn a chunk of delta-rule writes into one unit lower triangular solve.",
@@ -592,6 +596,7 @@ EX_09_4 = Exercise(
         _gc_ignores_initial_state,
         _gc_drops_partial,
     ],  # fmt: skip
+    **TIGHT,
     difficulty=3,
     minutes=35,
     objective="Write the gated delta rule in chunks: a gated UT transform and a decayed state.",
