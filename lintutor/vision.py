@@ -188,8 +188,15 @@ class TinyViT(nn.Module):
         return self.head(self.norm(x).mean(1))
 
 
-def train_classifier(model, data, epochs=30, lr=3e-3, batch=64, seed=0, weight_decay=0.05):
-    """AdamW with a cosine schedule on (x_train, y_train); returns the final training loss."""
+def train_classifier(model, data, epochs=30, lr=3e-3, batch=64, seed=0, weight_decay=0.05,
+                     progress=True, desc="training"):  # fmt: skip
+    """AdamW with a cosine schedule on (x_train, y_train); returns the final training loss.
+
+    progress: a bar over the steps (`lintutor.progress.bar`; $LINTUTOR_PROGRESS=off hides it),
+    with the last loss after each epoch. It changes nothing else: same seed, same model.
+    """
+    from lintutor.progress import bar as progress_bar
+
     x_train, y_train = data[0], data[1]
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -197,16 +204,22 @@ def train_classifier(model, data, epochs=30, lr=3e-3, batch=64, seed=0, weight_d
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     model.train()
     loss = float("nan")
-    for _ in range(epochs):
-        order = torch.randperm(len(y_train), generator=g)
-        for i in range(0, len(order), batch):
-            idx = order[i : i + batch]
-            batch_loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-            opt.zero_grad()
-            batch_loss.backward()
-            opt.step()
-            sched.step()
-            loss = batch_loss.item()
+    bar = progress_bar(total=steps, desc=desc, disable=not progress)
+    try:
+        for _ in range(epochs):
+            order = torch.randperm(len(y_train), generator=g)
+            for i in range(0, len(order), batch):
+                idx = order[i : i + batch]
+                batch_loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+                opt.zero_grad()
+                batch_loss.backward()
+                opt.step()
+                sched.step()
+                loss = batch_loss.item()
+                bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
+    finally:
+        bar.close()
     return loss
 
 

@@ -65,11 +65,15 @@ PAPER_TOP1 = {
 }
 
 
-def run_row(f: Factors, data, seed=0, epochs=40, n_perms=5, lr=3e-3) -> dict:
-    """Train one ablation row; test accuracy plain and with shuffled patches (mean of n_perms)."""
+def run_row(f: Factors, data, seed=0, epochs=40, n_perms=5, lr=3e-3, progress=True) -> dict:
+    """Train one ablation row; test accuracy plain and with shuffled patches (mean of n_perms).
+
+    progress: the training's bar, named after the row (`run` turns it off in its workers)."""
     torch.manual_seed(seed)
     model = TinyViT(f)
-    loss = train_classifier(model, data, epochs=epochs, lr=lr, seed=seed)
+    desc = next((name for name, row in ABLATION_ROWS.items() if row == f), "training")
+    loss = train_classifier(model, data, epochs=epochs, lr=lr, seed=seed, progress=progress,
+                            desc=desc)  # fmt: skip
     x_test, y_test = data[2], data[3]
     g = torch.Generator().manual_seed(1000 + seed)
     shuffled = [
@@ -89,7 +93,9 @@ def _one(args):
     name, seed, epochs = args
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    result = run_row(ABLATION_ROWS[name], digits(), seed=seed, epochs=epochs)
+    # no bar per row: rows train in parallel workers (bars would overwrite each other); `run`
+    # logs a line per finished row
+    result = run_row(ABLATION_ROWS[name], digits(), seed=seed, epochs=epochs, progress=False)
     result["seconds"] = time.perf_counter() - t0
     return name, result
 
