@@ -5,7 +5,7 @@
     o_t = S_t^T q_t / (z_t . q_t + eps)       (normalize=True)
     o_t = S_t^T q_t                            (normalize=False)
 
-Eqs. (16)-(20) of Katharopoulos et al. 2020, "Transformers are RNNs". q and k are already
+Section 3.4 of Katharopoulos et al. 2020, "Transformers are RNNs". q and k are already
 feature-mapped (phi(q), phi(k); see `lintutor.featuremaps`), so the forms only schedule the sums:
 
 - `_recurrent`: the definition, token by token. O(T*D*E) time, O(D*E) memory.

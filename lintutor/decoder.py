@@ -292,7 +292,7 @@ def leak_losses(model, batch):
 
 def decode_cost(layer: AugmentedAttention, lengths, batch_size=1, repeats=20):
     """[{"length", "seconds_per_token", "cache_bytes"}]: one decode step of `layer` after
-    `length` tokens (median of `repeats`), from a synthetic cache of that length."""
+    `length` tokens (the fastest of `repeats`), from a synthetic cache of that length."""
     C = layer.qk.weight.shape[1]
     x = torch.randn(batch_size, C, dtype=layer.qk.weight.dtype, device=layer.qk.weight.device)
     rows = []

@@ -58,8 +58,11 @@ Versions, each checked against lesson 03's reference before timing (H100 80GB HB
       sums are read (not the last one: at NS = 2 it reads half of k and v, not all) and can
       split each segment into `split` sub-segments so the pre-pass fills the GPU; the launch
       settings are one table, FORWARD_CONFIGS, keyed by head dims, gate and regime, which the
-      sweep (`python -m lintutor.experiments.kernel_tune`) prints in the same form. Not yet
-      timed on a GPU: until a sweep's winners are pasted in, the table holds v4's settings.
+      sweep (`python -m lintutor.experiments.kernel_tune`) prints in the same form. The table
+      holds the winners of one short H200 sweep (assets/tune_forward_h200.json, 60 s) where it
+      measured enough, v4's settings elsewhere (see FORWARD_CONFIGS). H200, the same run:
+      plain D=128 0.375 ms at T=1024 (1.49x the floor), gated 0.542 ms (0.67x fla's fastest
+      gated forward); the other shapes were not measured (assets/gated_bench_h200.json).
 """
 
 from __future__ import annotations
