@@ -94,6 +94,7 @@ def execute(nb, path: str, timeout: float = 300.0):
                 timeout_func=_cell_timeout(timeout),
                 kernel_name="python3",
                 resources={"metadata": {"path": os.path.dirname(os.path.abspath(path))}},
+                coalesce_streams=True,  # a text progress bar's updates: one line, not hundreds
             )
             try:
                 client.execute()

@@ -108,7 +108,7 @@ def test_a_bar_changes_no_result(monkeypatch):
     assert losses[True] == losses[False]
 
 
-LESSONS = ("05", "06", "07", "09")
+LESSONS = ("04", "05", "06", "07", "09")
 TRAINING_CALL = re.compile(r"\b(train|train_classifier|train_segmenter|run_row)\(")
 
 

@@ -186,3 +186,18 @@ def test_lintutor_build_writes_the_index_and_pages(tmp_path):
 def _links(page_html):
     """The local pages a page links to (href="..." or href='...')."""
     return set(re.findall(r"<a\b[^>]*\bhref=[\"']([^\"'#:]+\.html)[\"']", page_html))
+
+
+def test_a_text_progress_bar_is_one_line_on_the_page(tmp_path):
+    """The site runs lessons with text bars: without coalescing, each update of a bar was its
+    own line of the page (hundreds in lessons 02-09); with it, the bar's last state is left."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "from lintutor.progress import bar\nfor _ in bar(range(200), desc='training'):\n    pass"
+    )]  # fmt: skip
+    path = tmp_path / "bars.ipynb"
+    nbformat.write(nb, path)
+    run = site.execute(nbformat.read(path, as_version=4), str(path), timeout=120)
+    text = "".join(o.get("text", "") for o in run.cells[0].outputs)
+    assert "200/200" in text and "training" in text
+    assert len([line for line in re.split(r"[\r\n]", text) if line.strip()]) == 1, repr(text)
