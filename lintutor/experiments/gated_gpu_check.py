@@ -42,8 +42,8 @@ def run_tests(out_dir: str, budget_s: float, log=print) -> dict:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     env.pop("TRITON_INTERPRET", None)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-           "-rf", "-v", *TESTS]  # fmt: skip
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=",
+           "-rfs", "-v", *TESTS]  # fmt: skip
     try:
         import xdist  # noqa: F401
 
