@@ -11,12 +11,13 @@ Two ways to run a check, the first where it exists:
                 becomes a verdict, and nothing the function changes reaches this process. The
                 child runs torch on one thread: a forked process must not use the parent's
                 OpenMP thread pool (it would hang), so `torch.set_num_threads` does nothing there.
-  in-process    elsewhere (Windows, macOS, a machine with a CUDA GPU, which a forked child
-                cannot use once this process has touched it): a SIGALRM timer that re-arms
-                ever more often (50 ms, then down to 20 us), and a watchdog thread that
-                raises the timeout inside the function however it handles signals. Both are
-                exceptions, so a function that ignores SIGALRM *and* catches every exception,
-                or sits in one long C call, can outlast them; the time it really took is
+  in-process    elsewhere (Windows, macOS, a process that already uses CUDA, which a forked
+                child cannot touch): a SIGALRM timer that re-arms ever more often (50 ms,
+                then down to 20 us), and a watchdog thread that raises the timeout inside
+                the function however it handles signals; neither raises inside the
+                checker's own clean-up. Both are exceptions, so a function that ignores
+                SIGALRM *and* catches every exception, or sits in one long C call, can
+                outlast them; the time it really took is
                 reported either way.
 
 Either way every call goes through `Calls.call`: the process-wide state is put back after it
@@ -485,6 +486,30 @@ def _launch_checks():
         yield
 
 
+def _ignore(signum, frame) -> None:
+    """A Python handler that does nothing (SIG_IGN itself would make CPython print "Signal 14
+    ignored due to race condition" for an alarm already caught but not yet handled)."""
+
+
+_SHIELDED: set | None = None
+
+
+def _shielded(frame) -> bool:
+    """Whether `frame` is the checker's own clean-up (the sandbox, the checker, the launch
+    checks, contextlib, warnings, threading): the limit's Timeouts wait until it is left. At
+    the end of a call that fights its limit the alarm fires every 20 us; a Timeout raised inside
+    a context manager's exit skipped the disarm, the alarm kept firing, and once the signal
+    handlers were put back the default action ended the process ("Alarm clock")."""
+    global _SHIELDED
+    if _SHIELDED is None:
+        here = os.path.dirname(os.path.abspath(__file__))  # lintutor/course
+        files = {os.path.join(here, f) for f in os.listdir(here) if f.endswith(".py")}
+        files.add(os.path.join(os.path.dirname(here), "kernels", "checked.py"))
+        files |= {os.path.abspath(m.__file__) for m in (contextlib, warnings, threading)}
+        _SHIELDED = files
+    return frame is not None and frame.f_code.co_filename in _SHIELDED
+
+
 class _Watchdog(threading.Thread):
     """After `limit` seconds, raise Timeout in the target thread every 20 ms until stopped."""
 
@@ -499,10 +524,11 @@ class _Watchdog(threading.Thread):
         if self.stop.wait(self.limit):
             return
         while not self.stop.is_set():
-            self.fired = True
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(self.target), ctypes.py_object(Timeout)
-            )
+            if not _shielded(sys._current_frames().get(self.target)):
+                self.fired = True
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self.target), ctypes.py_object(Timeout)
+                )
             self.stop.wait(0.02)
 
 
@@ -530,7 +556,9 @@ def _soft_limit(limit: float):
 
         def _raise(signum, frame):
             # ever more often: a loop that catches every exception is stopped once one lands
-            # between its `except` and its next iteration
+            # between its `except` and its next iteration; never inside the clean-up
+            if _shielded(frame):
+                return
             fired[0] += 1
             if fired[0] in (2, 20, 200):
                 every = {2: 1e-3, 20: 1e-4, 200: 2e-5}[fired[0]]
@@ -541,14 +569,25 @@ def _soft_limit(limit: float):
         signal.setitimer(signal.ITIMER_REAL, limit, 0.05)
     dog.start()
 
+    masks = hasattr(signal, "pthread_sigmask")
+    before = []  # the signal mask before disarm blocked the alarm
+
     def disarm():
+        # The alarm may fire every 20 us by now: first block it, so no Timeout can land while it
+        # is stopped; a pending one goes to a handler that does nothing, never to the restored
+        # one, which may be the default action: end the process ("Alarm clock").
         for _ in range(100):  # a late Timeout may interrupt the clean-up itself: finish it
             try:
+                if alarm and masks and not before:
+                    before.append(signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM}))
                 dog.stop.set()
                 dog.join()
                 if alarm:
                     signal.setitimer(signal.ITIMER_REAL, 0)
-                    signal.signal(signal.SIGALRM, old)
+                    if masks:  # a pending alarm lands in a handler that does nothing
+                        signal.signal(signal.SIGALRM, _ignore)
+                        signal.pthread_sigmask(signal.SIG_SETMASK, before[0])
+                    signal.signal(signal.SIGALRM, old)  # runs what is pending first
                 if dog.fired:
                     _drain()
                 return
@@ -565,15 +604,14 @@ def _soft_limit(limit: float):
 
 
 def can_isolate() -> bool:
-    """Whether a check can run in a forked child here: Linux, and no CUDA device. A child forked
-    after this process has created a CUDA context cannot use CUDA at all, and a check makes one
-    itself as soon as it puts a case on the GPU (lesson 08's, before the fork), so on a machine
-    with a GPU checks run in-process. LINTUTOR_NO_FORK=1 turns it off everywhere."""
+    """Whether a check can run in a forked child here: Linux, and no CUDA context in this
+    process (a child forked after CUDA was initialized here cannot use CUDA at all: "Cannot
+    re-initialize CUDA in forked subprocess"). LINTUTOR_NO_FORK=1 turns it off."""
     if os.environ.get("LINTUTOR_NO_FORK") == "1" or not hasattr(os, "fork"):
         return False
     if not sys.platform.startswith("linux"):
         return False
-    return not torch.cuda.is_available()
+    return not (torch.cuda.is_available() and torch.cuda.is_initialized())
 
 
 class _ChildCalls(Calls):
