@@ -275,9 +275,16 @@ def live(D=128, T=8192, log=print) -> dict:
     return result
 
 
-def run(quick=False, out_dir="assets", do_tune=False, log=print) -> dict:
-    """Run the benchmark and write assets/delta_bench_<card>[_quick].json; returns the result."""
+def run(quick=False, out_dir="assets", do_tune=False, log=print, budget_s=None) -> dict:
+    """Run the benchmark and write assets/delta_bench_<card>[_quick].json; returns the result.
+
+    budget_s: no new shape after that many seconds (the shapes left are listed in
+    `incomplete`); the full sweep then goes through both head dims at each T first."""
+    import time
+
     import torch
+
+    t0 = time.perf_counter()
 
     if not torch.cuda.is_available():
         raise RuntimeError("the benchmark needs a CUDA GPU; lesson 09 plots the stored results")
@@ -304,13 +311,16 @@ def run(quick=False, out_dir="assets", do_tune=False, log=print) -> dict:
         save()
         log(f"wrote {path}")
         return result
-    shapes = QUICK if quick else [(D, T) for D in (64, 128) for T in T_LIST]
+    shapes = QUICK if quick else [(D, T) for T in T_LIST for D in (64, 128)]
     result["checks"] = small_checks(fla, log, d_list=sorted({D for D, _ in shapes}))
     save()
     result["decode"] = bench_decode(fla, bw, log, sweep=not quick)
     save()
     result["rows"] = []
-    for D, T in shapes:
+    for i, (D, T) in enumerate(shapes):
+        if budget_s is not None and time.perf_counter() - t0 > budget_s:
+            result["incomplete"] = f"not measured (time budget): {shapes[i:]}"
+            break
         result["rows"].append(bench_shape(fla, D, T, bw, log))
         save()
     log(table(result))
