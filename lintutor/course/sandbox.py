@@ -13,12 +13,12 @@ Two ways to run a check, the first where it exists:
                 OpenMP thread pool (it would hang), so `torch.set_num_threads` does nothing there.
   in-process    elsewhere (Windows, macOS, a process that already uses CUDA, which a forked
                 child cannot touch): a SIGALRM timer that re-arms ever more often (50 ms,
-                then down to 20 us), and a watchdog thread that raises the timeout inside
-                the function however it handles signals; neither raises inside the
-                checker's own clean-up. Both are exceptions, so a function that ignores
-                SIGALRM *and* catches every exception, or sits in one long C call, can
-                outlast them; the time it really took is
-                reported either way.
+                then down to 20 us; on Linux its signal goes to the checking thread alone),
+                and a watchdog thread that raises the timeout inside the function however
+                it handles signals; neither raises inside the checker's own clean-up. Both
+                are exceptions, so a function that ignores SIGALRM *and* catches every
+                exception, or sits in one long C call, can outlast them; the time it really
+                took is reported either way.
 
 Either way every call goes through `Calls.call`: the process-wide state is put back after it
 (grad mode, default dtype and device, torch function and dispatch modes, RNG states, thread
@@ -545,6 +545,86 @@ def _drain() -> None:
             continue
 
 
+class _sigevent(ctypes.Structure):  # Linux, 64-bit: struct sigevent (64 bytes)
+    _fields_ = [
+        ("value", ctypes.c_void_p),
+        ("signo", ctypes.c_int),
+        ("notify", ctypes.c_int),
+        ("tid", ctypes.c_int),
+        ("pad", ctypes.c_int * 11),
+    ]
+
+
+class _timespec(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+
+
+class _itimerspec(ctypes.Structure):
+    _fields_ = [("interval", _timespec), ("value", _timespec)]
+
+
+def _timespec_of(seconds: float) -> _timespec:
+    ns = max(int(round(seconds * 1e9)), 0)
+    return _timespec(ns // 1_000_000_000, ns % 1_000_000_000)
+
+
+class _ThreadTimer:
+    """A POSIX timer whose SIGALRM goes to this thread only (Linux: timer_create with
+    SIGEV_THREAD_ID). setitimer's alarm goes to the whole process, and the kernel hands it to
+    any thread that does not block it: blocked here, it still reached a torch or watchdog
+    thread, whose handler could run after the old handler was back (under load, 7 of 25 runs
+    printed "Signal 14 ignored due to race condition", one ended with "Alarm clock"). An alarm
+    for this thread alone waits while the thread blocks it, so the clean-up can drop it."""
+
+    _CLOCK_MONOTONIC, _SIGEV_THREAD_ID = 1, 4
+    _libc = None
+
+    def __init__(self):
+        if _ThreadTimer._libc is None:
+            _ThreadTimer._libc = ctypes.CDLL(None, use_errno=True)
+        libc = self._libc
+        self.id = ctypes.c_void_p()
+        event = _sigevent(None, signal.SIGALRM, self._SIGEV_THREAD_ID, threading.get_native_id())
+        if libc.timer_create(self._CLOCK_MONOTONIC, ctypes.byref(event), ctypes.byref(self.id)):
+            raise OSError(ctypes.get_errno(), "timer_create failed")
+
+    def set(self, first: float, every: float) -> None:
+        spec = _itimerspec(_timespec_of(every), _timespec_of(first))
+        self._libc.timer_settime(self.id, 0, ctypes.byref(spec), None)
+
+    def close(self) -> None:
+        if self.id is not None:
+            self._libc.timer_delete(self.id)
+            self.id = None
+
+    @staticmethod
+    def usable() -> bool:
+        return (
+            sys.platform.startswith("linux")
+            and ctypes.sizeof(ctypes.c_void_p) == 8
+            and ctypes.sizeof(_sigevent) == 64
+            and hasattr(signal, "pthread_sigmask")
+            and hasattr(signal, "sigtimedwait")
+        )
+
+
+class _ProcessTimer:
+    """setitimer's alarm (macOS and other Unixes without thread timers)."""
+
+    def set(self, first: float, every: float) -> None:
+        signal.setitimer(signal.ITIMER_REAL, first, every)
+
+    def close(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _timer():
+    if _ThreadTimer.usable():
+        with contextlib.suppress(OSError, AttributeError):
+            return _ThreadTimer()
+    return _ProcessTimer()
+
+
 @contextlib.contextmanager
 def _soft_limit(limit: float):
     """The in-process limit: SIGALRM re-armed every 50 ms (main thread, Unix) and a watchdog
@@ -553,6 +633,7 @@ def _soft_limit(limit: float):
     alarm = hasattr(signal, "setitimer") and _main_thread()
     if alarm:
         fired = [0]
+        timer = _timer()
 
         def _raise(signum, frame):
             # ever more often: a loop that catches every exception is stopped once one lands
@@ -562,11 +643,11 @@ def _soft_limit(limit: float):
             fired[0] += 1
             if fired[0] in (2, 20, 200):
                 every = {2: 1e-3, 20: 1e-4, 200: 2e-5}[fired[0]]
-                signal.setitimer(signal.ITIMER_REAL, every, every)
+                timer.set(every, every)
             raise Timeout()
 
         old = signal.signal(signal.SIGALRM, _raise)
-        signal.setitimer(signal.ITIMER_REAL, limit, 0.05)
+        timer.set(limit, 0.05)
     dog.start()
 
     masks = hasattr(signal, "pthread_sigmask")
@@ -574,8 +655,8 @@ def _soft_limit(limit: float):
 
     def disarm():
         # The alarm may fire every 20 us by now: first block it, so no Timeout can land while it
-        # is stopped; a pending one goes to a handler that does nothing, never to the restored
-        # one, which may be the default action: end the process ("Alarm clock").
+        # is stopped; then stop it and drop one that is pending, and only then put the old
+        # handler back (it may be the default action: end the process, "Alarm clock").
         for _ in range(100):  # a late Timeout may interrupt the clean-up itself: finish it
             try:
                 if alarm and masks and not before:
@@ -583,9 +664,12 @@ def _soft_limit(limit: float):
                 dog.stop.set()
                 dog.join()
                 if alarm:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-                    if masks:  # a pending alarm lands in a handler that does nothing
-                        signal.signal(signal.SIGALRM, _ignore)
+                    timer.close()
+                    if masks:
+                        if hasattr(signal, "sigtimedwait"):  # drop a pending alarm
+                            while signal.sigtimedwait({signal.SIGALRM}, 0) is not None:
+                                pass
+                        signal.signal(signal.SIGALRM, _ignore)  # one that still comes: nothing
                         signal.pthread_sigmask(signal.SIG_SETMASK, before[0])
                     signal.signal(signal.SIGALRM, old)  # runs what is pending first
                 if dog.fired:
