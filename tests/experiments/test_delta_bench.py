@@ -128,3 +128,39 @@ def test_the_pytorch_step_timed_in_a_graph_reads_nothing_back(tiny, monkeypatch)
     beta, g, S = torch.rand(2, 1), -torch.rand(2, 1), torch.randn(2, 1, 16, 16)
     with pytest.raises(AssertionError, match="host"), _NoHostRead():
         gated_delta_rule_step(q, k, v, beta, g, S, 0.25)  # the checked step could not be graphed
+
+
+def test_a_time_budget_stops_before_a_new_shape_and_lists_the_rest(tmp_path, monkeypatch):
+    """run(budget_s=...) measures the shapes in the order (T, then both head dims), starts no
+    shape once the budget is spent, names the shapes left in 'incomplete', and the stored file
+    holds exactly the rows measured."""
+    import json
+
+    clock = [0.0]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(delta_bench, "fla_ops", lambda: None)
+    monkeypatch.setattr(_gpu, "versions", lambda: {"gpu": "Test Card"})
+    monkeypatch.setattr(_gpu, "roofs", lambda: {"copy_TBps": 1.0})
+    monkeypatch.setattr(delta_bench, "small_checks", lambda fla, log, d_list: {"d": list(d_list)})
+    monkeypatch.setattr(delta_bench, "bench_decode", lambda fla, bw, log, sweep: {"sweep": sweep})
+    monkeypatch.setattr(delta_bench, "table", lambda result: "")
+    measured = []
+
+    def shape(fla, D, T, bw, log):
+        measured.append((D, T))
+        clock[0] += 10.0  # each shape takes 10 "seconds"
+        return {"D": D, "T": T}
+
+    monkeypatch.setattr(delta_bench, "bench_shape", shape)
+    monkeypatch.setattr("time.perf_counter", lambda: clock[0])
+    result = delta_bench.run(out_dir=str(tmp_path), log=lambda *a: None, budget_s=25.0)
+    assert measured == [(64, 512), (128, 512), (64, 2048)]  # 0, 10, 20 s < 25 s; 30 s is over
+    left = [(D, T) for T in delta_bench.T_LIST for D in (64, 128)][3:]
+    assert result["incomplete"] == f"not measured (time budget): {left}"
+    stored = json.loads((tmp_path / "delta_bench_card.json").read_text())
+    assert [(r["D"], r["T"]) for r in stored["rows"]] == measured
+    assert stored["decode"] == {"sweep": True} and stored["checks"] == {"d": [64, 128]}
+    monkeypatch.setattr(delta_bench, "bench_shape", shape)
+    measured.clear()
+    full = delta_bench.run(out_dir=str(tmp_path), log=lambda *a: None)
+    assert "incomplete" not in full and len(measured) == 2 * len(delta_bench.T_LIST)
