@@ -68,7 +68,8 @@ The exercise format. A lesson's exercises are a list `EXERCISES` in
   `timeout` (seconds per call), `form` ("recurrent", "parallel", "chunked", "no loop over t" or
   "linear": the form the exercise asks for, checked after the numbers), `form_sizes` (the sizes
   the form check starts from; by default the smallest named case, with T, S and the chunk size
-  set by the check).
+  set by the check), `form_asked` (what a wrong-form message says the exercise asks for, where
+  the form's own sentence says less: 07.1's "parallel" also means no loop over groups).
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ class Exercise:
     objective: str = ""
     form: str | None = None
     form_sizes: dict | None = None
+    form_asked: str | None = None
 
     def __post_init__(self):
         self.name = self.name or self.reference.__name__
@@ -150,6 +152,8 @@ class Exercise:
                 )
         if self.difficulty not in (None, 1, 2, 3):
             raise ValueError(f"{self.id}: difficulty must be 1, 2 or 3, got {self.difficulty!r}")
+        if self.form_asked and not self.form:
+            raise ValueError(f"{self.id}: form_asked needs a form to check")
         if self.form not in (None, *FORMS):
             raise ValueError(f"{self.id}: form must be one of {FORMS}, got {self.form!r}")
         if (

@@ -66,7 +66,7 @@ def _asked(ex) -> str:
     """What the wrong-form message says the exercise asks for: the exercise's own `form_asked`
     where it sets one (07.1 asks for no loop over groups, which its form "parallel" implies),
     else the sentence of its form."""
-    return getattr(ex, "form_asked", None) or ASKED[ex.form]
+    return ex.form_asked or ASKED[ex.form]
 
 
 class _Counter(TorchFunctionMode):

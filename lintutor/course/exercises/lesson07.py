@@ -8,7 +8,7 @@ other values, so an answer remembered from an earlier call fails.
 07.1 asks for a form: all groups at once, no loop over groups. After the numbers, the checker's
 form check (lintutor.course.forms) grows T with G = 4 fixed: a loop over groups adds work every
 G tokens (a chunked form), a loop over t every token (the recurrent form); either is rejected,
-and the message says what 07.1 asks for (its `form_asked`: no loop over groups).
+and the message says what 07.1 asks for (its `form_asked` field: no loop over groups).
 """
 
 from __future__ import annotations
@@ -203,12 +203,11 @@ EX_07_1 = Exercise(
     form="parallel",  # no loop over groups (nor over t): the same torch calls whatever T
     # G = 4 while the form check grows T: a loop over groups adds work every 4 tokens
     form_sizes=dict(B=1, H=1, T=8, D=3, E=3, G=4, local="relu2", alpha=1.0, state=True),
+    form_asked="the parallel form (every group at once: no loop over groups, nor over t)",
     difficulty=3,
     minutes=30,
     objective="Write grouped linear attention for all groups at once: no loop over groups.",
 )
-# what a wrong-form message says 07.1 asks for (lintutor.course.forms reads it)
-EX_07_1.form_asked = "the parallel form (every group at once: no loop over groups, nor over t)"
 
 
 # --- 07.2 the causal conv mask -----------------------------------------------------------
