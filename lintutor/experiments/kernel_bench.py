@@ -54,25 +54,32 @@ summarize, table, figure, decode_figure = (
 )  # fmt: skip
 
 
+def _within_budget(shapes, budget_s, rows, log):
+    """The (D, T) shapes in order until `budget_s` seconds have passed since the first one
+    started (at least one row is measured); the shapes left go into the last row's "skipped"."""
+    import time
+
+    t0 = time.perf_counter()
+    for i, shape in enumerate(shapes):
+        if budget_s is not None and time.perf_counter() - t0 > budget_s and rows:
+            rows[-1]["skipped"] = [f"D={d} T={t}" for d, t in shapes[i:]]
+            log(f"time budget of {budget_s:.0f} s spent: skipped {rows[-1]['skipped']}")
+            return
+        yield shape
+
+
 def bench_shapes(fla, t_list=T_LIST, d_list=(64, 128), log=print, on_row=None, fwdbwd=True,
                  budget_s=None) -> list[dict]:  # fmt: skip
     """One row per (D, T): every provider's forward and forward+backward time and error.
 
     fwdbwd=False times forwards only; budget_s: no new shape starts once that many seconds have
     passed (the shapes left out are listed in the last row's "skipped")."""
-    import time
-
     import torch
 
     providers = forward_providers(fla)
     rows = []
-    t0 = time.perf_counter()
     shapes = [(D, T) for D in d_list for T in t_list]
-    for i, (D, T) in enumerate(shapes):
-        if budget_s is not None and time.perf_counter() - t0 > budget_s and rows:
-            rows[-1]["skipped"] = [f"D={d} T={t}" for d, t in shapes[i:]]
-            log(f"time budget of {budget_s:.0f} s spent: skipped {rows[-1]['skipped']}")
-            break
+    for D, T in _within_budget(shapes, budget_s, rows, log):
         H = WIDTH // D
         B = TOKENS // T
         row = {"D": D, "H": H, "T": T, "B": B}
@@ -255,20 +262,13 @@ def bench_gated_shapes(fla, t_list=GATED_T_ORDER, d_list=GATED_D, log=print, on_
     gradient, dg included, checked against fp32 autograd of lesson 04's form), next to the
     ungated ours and fla's. budget_s: no new shape starts once that many seconds have passed.
     """
-    import time
-
     import torch
 
     plain = forward_providers(fla)
     gated = gated_forward_providers(fla)
     rows = []
-    t0 = time.perf_counter()
     shapes = [(D, T) for T in t_list for D in d_list]
-    for i, (D, T) in enumerate(shapes):
-        if budget_s is not None and time.perf_counter() - t0 > budget_s and rows:
-            rows[-1]["skipped"] = [f"D={d} T={t}" for d, t in shapes[i:]]
-            log(f"time budget of {budget_s:.0f} s spent: skipped {rows[-1]['skipped']}")
-            break
+    for D, T in _within_budget(shapes, budget_s, rows, log):
         H, B = WIDTH // D, TOKENS // T
         row = {"D": D, "H": H, "T": T, "B": B}
         x = gate_inputs(inputs(B, H, T, D, seed=T + D), seed=T + D)

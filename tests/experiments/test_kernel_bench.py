@@ -43,3 +43,23 @@ def test_finish_partial_marks_missing_shapes_and_summarizes_only_its_own_rows(tm
     assert len(marked) == 15 and all(r["B"] * r["T"] == TOKENS for r in marked)
     assert not any(k.endswith("_ms") and r[k] for r in marked for k in r)
     assert out["rows"][0]["ratio_fwd_to_fla"] == pytest.approx(0.5)
+
+
+def test_the_sweeps_stop_at_their_budget_after_one_row_and_name_what_they_skipped(monkeypatch):
+    """No new shape once budget_s has passed (but always one measured row); the shapes left are
+    named in the last row's 'skipped'. Without a budget every shape is measured."""
+    clock = [0.0]
+    monkeypatch.setattr("time.perf_counter", lambda: clock[0])
+    shapes = [(64, 512), (128, 512), (64, 2048), (128, 2048)]
+    rows, seen = [], []
+    for shape in kernel_bench._within_budget(shapes, 15.0, rows, log=lambda *_: None):
+        seen.append(shape)
+        rows.append({"shape": shape})
+        clock[0] += 10.0
+    assert seen == shapes[:2] and rows[-1]["skipped"] == ["D=64 T=2048", "D=128 T=2048"]
+    rows = []
+    for shape in kernel_bench._within_budget(shapes, 0.0, rows, log=lambda *_: None):
+        rows.append({"shape": shape})
+        clock[0] += 10.0
+    assert len(rows) == 1 and len(rows[0]["skipped"]) == 3
+    assert list(kernel_bench._within_budget(shapes, None, [], log=print)) == shapes
