@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from lintutor._validate import check_positive, check_shapes
 from lintutor.causal import initial_state_or_zeros
+from lintutor.softmax import causal_mask
 
 LOCAL_KERNELS = ("linear", "relu2")
 
@@ -117,7 +118,7 @@ def grouped_linear_attention_parallel(
     n = -(-T // G)  # number of groups, the last one may be short
     pad = lambda x: F.pad(x, (0, 0, 0, n * G - T)).view(B, H, n, G, x.shape[-1])
     qg, kg, vg = pad(q), pad(k), pad(v)  # (B, H, n, G, D/E); padded k, v are 0 and add nothing
-    mask = torch.ones(G, G, dtype=torch.bool, device=q.device).tril()  # (G, G), s <= t
+    mask = causal_mask(G, device=q.device)  # (G, G), s <= t
     a = local_kernel(qg @ kg.transpose(-1, -2), local).masked_fill(~mask, 0.0)  # (B, H, n, G, G)
     kv = kg.transpose(-1, -2) @ vg  # (B, H, n, D, E): each group's sum of k v^T
     S_before = S0.unsqueeze(2) + kv.cumsum(2) - kv  # (B, H, n, D, E): groups before each group

@@ -134,3 +134,21 @@ def test_main_answers_help(module):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("usage:"), proc.stdout[:500]
+
+
+def test_every_causal_mask_comes_from_the_one_helper():
+    """In the package (the tutor's exercises aside: their wrong answers are written as a learner
+    would), a boolean causal mask is built by softmax.causal_mask only, not torch.ones(...).tril()
+    by hand, so every mechanism means the same thing by "s <= t"."""
+    import re
+
+    built = re.compile(r"torch\.(ones|full|ones_like)\([^\n]*bool[^\n]*\)\s*\.(tril|triu)")
+    found = []
+    for module in MODULES:
+        if module.startswith("lintutor.course"):
+            continue
+        path = _path(module)
+        for n, line in enumerate(open(path), 1):
+            if built.search(line) and not path.endswith(os.path.join("lintutor", "softmax.py")):
+                found.append(f"{os.path.relpath(path, ROOT)}:{n}: {line.strip()}")
+    assert found == [], "\n".join(found)
