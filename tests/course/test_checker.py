@@ -162,3 +162,24 @@ def test_a_wrong_number_is_located_without_importing_sympy():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_an_exercise_with_a_bad_field_is_refused_by_name():
+    """An exercise definition's mistakes are errors that name the exercise and the field: a
+    form_asked without a form to check, a difficulty outside 1-3, a wrong answer without the
+    docstring that is its message."""
+    import pytest
+
+    ex = get("01.1")
+    assert ex.form is None
+    with pytest.raises(ValueError, match="01.1: form_asked needs a form"):
+        dataclasses.replace(ex, form_asked="no loop over groups")
+    with pytest.raises(ValueError, match="01.1: difficulty must be 1, 2 or 3"):
+        dataclasses.replace(ex, difficulty=4)
+
+    def undocumented(**kwargs):
+        return None
+
+    with pytest.raises(ValueError, match="01.1: the wrong implementation undocumented has no"):
+        dataclasses.replace(ex, wrong=[undocumented])
+    assert dataclasses.replace(get("07.1")).form_asked.startswith("the parallel form")
